@@ -1,0 +1,28 @@
+# Two commands: `make test` (set up .venv if needed, then run the whole suite) and, later, `make demo`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.fipo-nb-installed
+TORCH := torch==2.13.0
+
+.PHONY: setup test bench clean
+
+setup: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch goes in first and pinned: an unpinned torch (or a package asking for one) pulls a CUDA build.
+$(STAMP): pyproject.toml Makefile | $(BIN)/python
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/future_kl.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
