@@ -1,11 +1,12 @@
-# Two commands: `make test` (set up .venv if needed, then run the whole suite) and, later, `make demo`.
+# Two commands: `make test` (set up .venv if needed, then run the whole suite) and `make demo`
+# (set up .venv if needed, then a few FIPO steps on SmolLM2-135M offline, ending with runs/demo/report.html).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fipo-nb-installed
 TORCH := torch==2.13.0
 
-.PHONY: setup test bench clean
+.PHONY: setup test demo bench clean
 
 setup: $(STAMP)
 
@@ -21,8 +22,13 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+demo: $(STAMP)
+	$(BIN)/fipo-nb demo --out runs/demo
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/future_kl.py
+	$(BIN)/python benchmarks/logprobs.py
+	$(BIN)/python benchmarks/train_step.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

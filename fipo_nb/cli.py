@@ -1,13 +1,25 @@
-"""The `fipo-nb` command."""
+"""The `fipo-nb` command: train, demo, presets, report, config."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
 
 from . import __version__
 from .config import FIPOConfig
+
+
+class CLIError(Exception):
+    """Bad input found before any work starts: printed as one line, exit status 2."""
+
+
+def _checked(function, *args, **kwargs):
+    try:
+        return function(*args, **kwargs)
+    except (ValueError, FileNotFoundError) as err:
+        raise CLIError(str(err)) from err
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -15,10 +27,93 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_presets(args: argparse.Namespace) -> int:
+    from .presets import PRESETS
+
+    width = max(len(name) for name in PRESETS)
+    for name, preset in PRESETS.items():
+        print(f"{name:<{width}}  {preset.description}")
+    return 0
+
+
+def _resolve(preset: str, overrides: list[str], steps: int | None, out: str | None):
+    from .presets import apply_overrides, get_preset
+
+    config = _checked(get_preset, preset)
+    extra = list(overrides or [])
+    if steps is not None:
+        extra.append(f"steps={steps}")
+    if out is not None:
+        extra.append(f"output_dir={out}")
+    return _checked(apply_overrides, config, extra)
+
+
+def _run(config, *, report: bool) -> int:
+    from .report import write_report
+    from .trainer import FIPOTrainer
+
+    started = time.perf_counter()
+    trainer = _checked(FIPOTrainer, config)
+    print(f"model {config.model} ({config.mode}), {config.fipo.loss}, {config.steps} step(s) of "
+          f"{config.prompts_per_step} prompts x {config.samples_per_prompt} samples, "
+          f"{config.prompts_per_step // config.mini_batch_size} update(s) per step -> {trainer.out_dir}", flush=True)
+    trainer.train(config.steps, table=True)
+    print(f"metrics: {trainer.out_dir / 'metrics.jsonl'}")
+    if report:
+        print(f"report:  {write_report(trainer.out_dir)}")
+    print(f"wall time: {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    config = _resolve(args.preset, args.set, args.steps, args.out)
+    if args.print_config:
+        print(json.dumps(config.to_dict(), indent=2))
+        return 0
+    return _run(config, report=args.report)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    config = _resolve("demo", args.set, args.steps, args.out)
+    return _run(config, report=True)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    print(_checked(write_report, args.run_dir, args.out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fipo-nb", description="FIPO training toolkit")
     parser.add_argument("--version", action="version", version=f"fipo_nb {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train from a preset")
+    train.add_argument("--preset", required=True, help="see `fipo-nb presets`")
+    train.add_argument("--steps", type=int, help="number of steps (default: the preset's)")
+    train.add_argument("--out", help="output directory (default: the preset's)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a setting, e.g. --set lr=1e-5 --set fipo.decay_rate=64 (repeatable)")
+    train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    train.add_argument("--report", action="store_true", help="write OUT/report.html at the end")
+    train.set_defaults(func=_cmd_train)
+
+    demo = commands.add_parser("demo", help="a few FIPO steps on SmolLM2-135M, offline, then OUT/report.html")
+    demo.add_argument("--out", help="output directory (default runs/demo)")
+    demo.add_argument("--steps", type=int, help="number of steps (default 4)")
+    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    demo.set_defaults(func=_cmd_demo)
+
+    presets = commands.add_parser("presets", help="list the presets")
+    presets.set_defaults(func=_cmd_presets)
+
+    report = commands.add_parser("report", help="write a static HTML report of a run")
+    report.add_argument("run_dir")
+    report.add_argument("--out", help="output file (default RUN_DIR/report.html)")
+    report.set_defaults(func=_cmd_report)
+
     config = commands.add_parser("config", help="print the default (official FIPO 32B) algorithm config as JSON")
     config.add_argument("--loss", default="fipo", choices=["fipo", "dapo", "grpo"])
     config.set_defaults(func=_cmd_config)
@@ -27,7 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except CLIError as err:  # bad preset, --set key or value, data file: one clear line, no traceback
+        print(f"fipo-nb: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

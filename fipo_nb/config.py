@@ -8,7 +8,7 @@ hyperparameters". Every field carries a docstring line saying what it does and w
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 LOSSES = ("fipo", "dapo", "grpo")
 
@@ -103,6 +103,151 @@ class FIPOConfig:
     def gamma(self) -> float:
         """The per-token decay gamma = 2 ** (-1 / decay_rate)."""
         return 2.0 ** (-1.0 / self.decay_rate)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+ADAPTER_MODES = ("qlora", "lora", "full")
+STRATEGIES = ("single", "fsdp2", "verl")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+@dataclass
+class TrainConfig:
+    """One FIPO training run: model, data, batch shapes, optimiser, sampling, and the algorithm.
+
+    Batch shapes follow verl: each step samples `prompts_per_step` prompts and
+    `samples_per_prompt` responses for each; the rollout is then consumed in mini-batches of
+    `mini_batch_size` prompts, one optimizer update each (FIPO acts from the 2nd mini-batch on:
+    the 1st sees the policy that sampled it), split into micro-batches of
+    `micro_batch_size` responses for memory.
+    """
+
+    model: str = "Qwen/Qwen2.5-0.5B-Instruct"
+    """Hub id, local folder, "smollm2-135m-instruct" (offline), or "tiny-qwen2" / "tiny-qwen3" / "tiny-qwen2-char"."""
+    mode: str = "qlora"
+    """Adapter mode: "qlora" (LoRA on a 4-bit NF4 base), "lora", or "full" (every weight)."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scale numerator: the update is scaled by lora_alpha / lora_r."""
+    lora_target_modules: str = "all-linear"
+    """Modules that get adapters ("all-linear", or a comma-separated list such as "q_proj,v_proj")."""
+    dtype: str = "auto"
+    """Parameter / compute dtype: "auto" = bfloat16 on CUDA, float32 on CPU."""
+    device: str = "auto"
+    """"auto" = cuda if available, else cpu."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward: less memory, ~30% more time. Paused while sampling."""
+    strategy: str = "single"
+    """"single" process. "fsdp2" / "verl" are the scale-out paths (not in this release)."""
+
+    data: str = "single-digit"
+    """Prompts: a .parquet/.jsonl/.json/.csv file (DAPO-Math-17k or problem/answer rows),
+    "reasoning-gym:<task>[?size=N&...]", "champ", or "single-digit" (smoke tests)."""
+    data_limit: int | None = None
+    """Use only the first N problems (None: all)."""
+    instruction: str = "dapo"
+    """How a problem becomes a prompt: "dapo" (DAPO-Math's "Answer:" instruction), "none" (the bare
+    problem), or a template with {problem}. Rows already in chat form (DAPO-Math-17k) are used as they are."""
+    prompts_per_step: int = 8
+    """Prompts sampled per step (official 32B: 512)."""
+    samples_per_prompt: int = 8
+    """G, responses per prompt; the group for advantages (official 32B: 16)."""
+    mini_batch_size: int = 2
+    """Prompts per optimizer update (official FIPO 32B: 64, i.e. 8 updates per rollout)."""
+    micro_batch_size: int = 8
+    """Responses per forward/backward pass; gradients accumulate over a mini-batch."""
+
+    lr: float = 1e-6
+    """Peak learning rate (official full fine-tune: 1e-6; LoRA usually wants ~1e-5 to 1e-4)."""
+    lr_warmup_steps: int = 10
+    """Linear warm-up over the first N steps: step k (0-based) uses lr * (k + 1) / N."""
+    lr_schedule: str = "constant"
+    """After warm-up: "constant" (official) or "cosine" (to 10% of lr at `steps`)."""
+    weight_decay: float = 0.1
+    """AdamW weight decay (official: 0.1)."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm at this value per update; 0 disables clipping."""
+    steps: int = 100
+    """Training steps for `fipo-nb train` and the cosine horizon."""
+
+    max_prompt_length: int = 2048
+    """Longer prompts are cut on the left (official recipe) and counted in `prompt/truncated`."""
+    max_response_length: int = 1024
+    """Maximum new tokens per response (official 32B: 20480)."""
+    temperature: float = 1.0
+    """Sampling temperature; log-probs are taken at the same temperature (official: 1.0)."""
+    top_p: float = 1.0
+    """Nucleus sampling (official: 1.0, i.e. off)."""
+    top_k: int = 0
+    """Top-k sampling; 0 is off."""
+    rollout_batch_size: int | None = None
+    """Rows per generate() call; None: the whole rollout at once."""
+
+    reward_correct: float = 1.0
+    """Reward of a correct answer."""
+    reward_incorrect: float = -1.0
+    """Reward of a wrong or missing answer (DAPO: -1; use 0 for 1/0 rewards)."""
+    answer_mode: str = "auto"
+    """How answers are read: "auto" (DAPO's "Answer:" line, else \\boxed{}), "answer_line", "boxed", "last_number"."""
+
+    seed: int = 0
+    """Seeds model init (tiny models), data order and sampling."""
+    output_dir: str = "runs/fipo"
+    """metrics.jsonl, config.json (and, later, traces and checkpoints) go here."""
+    logprob_chunk_size: int = 1024
+    """Tokens per chunk of the output head when computing log-probs (memory vs speed)."""
+
+    fipo: FIPOConfig = field(default_factory=FIPOConfig)
+    """The algorithm: loss ("fipo" | "dapo" | "grpo"), clips, Future-KL decay, weight clipping."""
+
+    def __post_init__(self):
+        if isinstance(self.fipo, dict):
+            self.fipo = FIPOConfig(**self.fipo)
+
+    def validate(self) -> "TrainConfig":
+        """Raise ValueError naming the first bad field; return self."""
+        positive = ("prompts_per_step", "samples_per_prompt", "mini_batch_size", "micro_batch_size",
+                    "max_prompt_length", "max_response_length", "lora_r", "lora_alpha", "logprob_chunk_size")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"TrainConfig.{name} must be an integer >= 1; got {value!r}")
+        if self.samples_per_prompt < 2:
+            raise ValueError("TrainConfig.samples_per_prompt must be >= 2: advantages compare samples of a group")
+        if self.prompts_per_step % self.mini_batch_size:
+            raise ValueError(
+                f"TrainConfig.mini_batch_size ({self.mini_batch_size}) must divide prompts_per_step "
+                f"({self.prompts_per_step})"
+            )
+        choices = {"mode": ADAPTER_MODES, "strategy": STRATEGIES, "lr_schedule": LR_SCHEDULES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"TrainConfig.{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        for name in ("lr", "weight_decay", "grad_clip", "temperature", "reward_correct", "reward_incorrect"):
+            if not _is_number(getattr(self, name)):
+                raise ValueError(f"TrainConfig.{name} must be a finite number; got {getattr(self, name)!r}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0 or self.temperature < 0:
+            raise ValueError("TrainConfig: lr must be > 0; weight_decay, grad_clip and temperature >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"TrainConfig.top_p must be in (0, 1]; got {self.top_p!r}")
+        for name in ("lr_warmup_steps", "steps", "top_k", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"TrainConfig.{name} must be an integer >= 0; got {value!r}")
+        for name in ("data_limit", "rollout_batch_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"TrainConfig.{name} must be an integer >= 1 or None; got {value!r}")
+        if self.instruction not in ("dapo", "none") and "{problem}" not in self.instruction:
+            raise ValueError(
+                f"TrainConfig.instruction must be 'dapo', 'none' or a template containing {{problem}}; "
+                f"got {self.instruction!r}"
+            )
+        self.fipo.validate()
+        return self
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,0 +1,157 @@
+"""Per-token log-probs of a response without materialising the [B, T, V] log-softmax.
+
+With Qwen's vocabulary (V = 151,936), float32 logits for 8 x 2048 tokens take 10 GB and their
+log_softmax another 10 GB. Only log p(target) is needed: log p = logit[target] - logsumexp(logits),
+so the output head runs on row chunks of the hidden states and each chunk's logits are dropped
+as soon as their gather and logsumexp are taken. Under autograd each chunk is checkpointed, so
+backward recomputes that chunk's logits instead of keeping all of them: peak memory is about
+one chunk of logits in forward and backward alike (benchmarks/logprobs.py measures it).
+
+This module never calls model.eval() or model.train(): callers decide the mode (bitsandbytes
+4-bit on CPU breaks after an eval-mode no-grad forward, so the trainer stays in train mode).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint as _checkpoint
+
+__all__ = ["head_logprobs", "naive_token_logprobs", "selective_log_softmax", "token_logprobs"]
+
+SOFTMAX_CHUNK = 256  # rows per logsumexp: its [rows, V] temporaries stay ~150 MB at Qwen's V
+
+
+def selective_log_softmax(logits: Tensor, targets: Tensor, *, chunk_size: int = SOFTMAX_CHUNK) -> Tensor:
+    """log softmax(logits)[target] in float32, row chunk by row chunk. [..., V], [...] -> [...].
+
+    gather(target) - logsumexp: never builds a log_softmax copy of `logits`, and the float32
+    cast and logsumexp temporaries cover `chunk_size` rows at a time.
+
+    >>> selective_log_softmax(torch.tensor([[0.0, 0.0]]), torch.tensor([1]))  # log(1/2)
+    tensor([-0.6931])
+    """
+    if logits.shape[:-1] != targets.shape:
+        raise ValueError(f"logits [..., V] and targets [...] disagree: {tuple(logits.shape)} vs {tuple(targets.shape)}")
+    rows = logits.reshape(-1, logits.shape[-1])  # [N, V], a view when logits are contiguous
+    index = targets.reshape(-1, 1).long()  # [N, 1]
+    picked = []
+    for chunk, target in zip(rows.split(chunk_size), index.split(chunk_size)):
+        chunk = chunk.float()  # [c, V] float32 (no copy when already float32)
+        picked.append(chunk.gather(-1, target).squeeze(-1) - torch.logsumexp(chunk, dim=-1))  # [c]
+    out = torch.cat(picked) if picked else rows.new_zeros(0, dtype=torch.float32)  # [N]
+    return out.view(targets.shape)
+
+
+def _chunk_logprobs(hidden: Tensor, targets: Tensor, head: nn.Module, temperature: float) -> Tensor:
+    logits = head(hidden).float()  # [c, V]
+    if temperature != 1.0:
+        logits = logits / temperature  # as verl: sample and score at the same temperature
+    return selective_log_softmax(logits, targets)  # [c]
+
+
+def head_logprobs(
+    hidden: Tensor,
+    head: nn.Module,
+    targets: Tensor,
+    *,
+    temperature: float = 1.0,
+    chunk_size: int = 1024,
+    checkpoint: bool = True,
+) -> Tensor:
+    """log softmax(head(hidden) / temperature)[target] in float32. [..., H], [...] -> [...].
+
+    Rows are flattened and sent through `head` `chunk_size` at a time. With grad enabled and
+    `checkpoint`, each chunk is wrapped in torch.utils.checkpoint (non-reentrant), so only its
+    inputs are kept and backward recomputes its logits.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"head_logprobs: chunk_size must be >= 1; got {chunk_size}")
+    flat_hidden = hidden.reshape(-1, hidden.shape[-1])  # [N, H]
+    flat_targets = targets.reshape(-1)  # [N]
+    use_checkpoint = checkpoint and torch.is_grad_enabled()
+    out = []
+    for h, t in zip(flat_hidden.split(chunk_size), flat_targets.split(chunk_size)):
+        if use_checkpoint:
+            out.append(_checkpoint(_chunk_logprobs, h, t, head, temperature, use_reentrant=False))  # [c]
+        else:
+            out.append(_chunk_logprobs(h, t, head, temperature))  # [c]
+    result = torch.cat(out) if out else flat_hidden.new_zeros(0, dtype=torch.float32)  # [N]
+    return result.view(targets.shape)
+
+
+def _body_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """(transformer body, output head) of an HF CausalLM or a peft PeftModel wrapping one."""
+    body = None
+    if hasattr(model, "get_decoder"):  # PeftModel forwards it to the wrapped CausalLM
+        try:
+            body = model.get_decoder()
+        except (AttributeError, NotImplementedError, ValueError):
+            body = None
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if body is None or body is model or head is None:
+        inner = getattr(getattr(model, "base_model", None), "model", None)  # PeftModel -> LoraModel -> CausalLM
+        if isinstance(inner, nn.Module) and inner is not model:
+            return _body_and_head(inner)
+        raise TypeError(f"token_logprobs: cannot find the decoder and output head of {type(model).__name__}")
+    return body, head
+
+
+def _position_ids(attention_mask: Tensor) -> Tensor:
+    # as generate(): real tokens count 0, 1, 2, ... from the first unpadded one. RoPE sees only
+    # relative positions, so there this is about exactness; absolute ones (GPT-2) need it
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # [B, L]
+
+
+def token_logprobs(
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    prompt_length: int,
+    *,
+    temperature: float = 1.0,
+    chunk_size: int = 1024,
+) -> Tensor:
+    """log pi(response token j | all before it) at `temperature`. Returns [B, R] float32.
+
+    input_ids, attention_mask: [B, L], the left-padded prompt (width `prompt_length`) followed
+    by the right-padded response (width R = L - prompt_length). Position ids come from the
+    attention mask as in generate(), so the values equal the log-probs generate() sampled with.
+    The body runs once (through get_decoder(), which bypasses PeftModel.forward: fine for LoRA,
+    not for prompt-learning adapters); the head (get_output_embeddings(), called as a module so
+    LoRA on lm_head and tied embeddings work) sees only positions prompt_length-1 .. L-2, in
+    chunks of `chunk_size` rows. Response padding (attention_mask 0) gets finite values of no
+    meaning: mask them. The model's train/eval mode is left as it is.
+    """
+    length = input_ids.shape[1]
+    if not 0 < prompt_length < length:
+        raise ValueError(f"token_logprobs: need 0 < prompt_length < L; got {prompt_length} and L = {length}")
+    body, head = _body_and_head(model)
+    out = body(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=_position_ids(attention_mask),
+        use_cache=False,
+    )
+    hidden = out[0]  # [B, L, H] last_hidden_state (ModelOutput and tuple alike)
+    scoring = hidden[:, prompt_length - 1 : length - 1]  # [B, R, H] position j-1 predicts token j
+    targets = input_ids[:, prompt_length:]  # [B, R]
+    return head_logprobs(scoring, head, targets, temperature=temperature, chunk_size=chunk_size)
+
+
+def naive_token_logprobs(
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    prompt_length: int,
+    *,
+    temperature: float = 1.0,
+) -> Tensor:
+    """Reference for token_logprobs: full [B, L, V] logits, log_softmax, gather. [B, R] float32."""
+    logits = model(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=_position_ids(attention_mask), use_cache=False
+    ).logits  # [B, L, V]
+    logits = logits[:, prompt_length - 1 : -1].float() / temperature  # [B, R, V]
+    targets = input_ids[:, prompt_length:]  # [B, R]
+    return F.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [B, R]

@@ -1,0 +1,108 @@
+"""A self-contained static HTML report of a run: metric curves (inline PNG) and a per-step table.
+
+    fipo_nb.report.write_report("runs/demo")   ->  runs/demo/report.html
+
+No script, stylesheet or image is loaded from anywhere: everything is inline.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+PANELS = [
+    ("Reward and accuracy", ["reward/mean", "accuracy/mean"]),
+    ("Response length (tokens)", ["length/min", "length/q25", "length/median", "length/mean", "length/q75", "length/max"]),
+    ("Influence weights", ["fipo/weight_mean", "fipo/weight_max", "fipo/weight_min"]),
+    ("Future-KL", ["fipo/future_kl_mean"]),
+    ("Clipping", ["policy/clip_frac", "policy/dual_clip_frac", "policy/dropped_seq_frac",
+                  "fipo/weight_clip_frac_upper"]),
+    ("Approximate KL (old || new)", ["policy/approx_kl"]),
+    ("Gradient norm", ["grad_norm"]),
+    ("Time per step (s)", ["time/generate_s", "time/logprob_s", "time/update_s", "time/step_s"]),
+]
+
+TABLE_KEYS = ["step", "reward/mean", "accuracy/mean", "length/mean", "fipo/weight_mean", "fipo/weight_max",
+              "fipo/future_kl_mean", "policy/clip_frac", "policy/approx_kl", "grad_norm", "time/step_s"]
+
+
+def read_metrics(run_dir) -> list[dict]:
+    """The rows of RUN_DIR/metrics.jsonl; a broken line raises ValueError naming file and line."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"no metrics.jsonl in {run_dir}")
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}: line {number} is not JSON ({err})") from err
+    return rows
+
+
+def _figure_png(rows: list[dict]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    fig, axes = plt.subplots(len(PANELS) // 2, 2, figsize=(11, 2.6 * (len(PANELS) // 2)), squeeze=False)
+    for ax, (title, keys) in zip(axes.flat, PANELS):
+        for key in keys:
+            if any(key in r for r in rows):
+                ax.plot(steps, [r.get(key, float("nan")) for r in rows], marker="o", ms=3, label=key.split("/")[-1])
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.legend(fontsize=7, loc="best")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def render_report(run_dir) -> str:
+    """The report page as a string."""
+    run_dir = Path(run_dir)
+    rows = read_metrics(run_dir)
+    config_path = run_dir / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in TABLE_KEYS)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_cell(r.get(k))}</td>" for k in TABLE_KEYS) + "</tr>" for r in rows
+    )
+    figure = f'<img alt="metric curves" src="data:image/png;base64,{_figure_png(rows)}">' if rows else "<p>No steps yet.</p>"
+    loss = config.get("fipo", {}).get("loss", "fipo").upper()
+    return f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>fipo_nb report: {html.escape(run_dir.name)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}th{{background:#f3f3f3}}pre{{background:#f7f7f7;padding:1em;font-size:12px}}</style>
+</head><body>
+<h1>{loss} run: {html.escape(str(run_dir))}</h1>
+<p>{len(rows)} step(s) of model <code>{html.escape(str(config.get("model", "?")))}</code>
+({html.escape(str(config.get("mode", "?")))}). Curves and table read <code>metrics.jsonl</code>.</p>
+<h2>Metrics</h2>{figure}
+<h2>Per step</h2><table><tr>{head}</tr>{body}</table>
+<h2>Configuration</h2><pre>{html.escape(json.dumps(config, indent=2))}</pre>
+</body></html>
+"""
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return html.escape(str(value)) if value is not None else ""
+
+
+def write_report(run_dir, out=None) -> Path:
+    """Write the report (default RUN_DIR/report.html) and return its path."""
+    target = Path(out) if out is not None else Path(run_dir) / "report.html"
+    target.write_text(render_report(run_dir), encoding="utf-8")
+    return target

@@ -1,0 +1,188 @@
+"""Rollouts: G sampled responses per prompt, as token ids with masks and finish reasons.
+
+The backend is transformers' `generate`. Prompts are chat-formatted, truncated on the left
+to `max_prompt_length` (as the official DAPO/FIPO recipe does, counted and reported), and
+left-padded; responses are right-padded and masked up to and including their end-of-sequence
+token. The model stays in train() mode (see models.py); gradient checkpointing, which would
+switch the KV cache off, is paused while sampling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, fields
+
+import torch
+
+from .models import is_activation_checkpointing, set_activation_checkpointing
+
+
+@dataclass
+class Rollout:
+    """One rollout of N = prompts x G samples, grouped: rows g*G .. g*G+G-1 share prompt g."""
+
+    prompt_ids: torch.Tensor  # [N, P] left-padded
+    prompt_mask: torch.Tensor  # [N, P] bool
+    response_ids: torch.Tensor  # [N, R] right-padded
+    response_mask: torch.Tensor  # [N, R] bool, up to and including the end-of-sequence token
+    finish_reasons: list[str]  # per row: "stop" (ended itself) or "length" (hit max_new_tokens)
+    group_size: int  # G
+    prompts_truncated: int = 0  # prompts (not rows) cut on the left to fit max_prompt_length
+
+    def __len__(self) -> int:
+        return self.response_ids.shape[0]
+
+    @property
+    def prompt_length(self) -> int:
+        return self.prompt_ids.shape[1]
+
+    @property
+    def response_lengths(self) -> torch.Tensor:
+        return self.response_mask.sum(dim=1)  # [N]
+
+    def select(self, rows) -> "Rollout":
+        """The rows `rows` (a list or range), trimmed to their own longest prompt and response."""
+        rows = list(rows)
+        index = torch.tensor(rows, dtype=torch.long)
+        prompt_mask = self.prompt_mask[index]  # [n, P]
+        response_mask = self.response_mask[index]  # [n, R]
+        p_keep = max(int(prompt_mask.sum(dim=1).max()), 1)
+        r_keep = max(int(response_mask.sum(dim=1).max()), 1)
+        return Rollout(
+            prompt_ids=self.prompt_ids[index, -p_keep:],
+            prompt_mask=prompt_mask[:, -p_keep:],
+            response_ids=self.response_ids[index, :r_keep],
+            response_mask=response_mask[:, :r_keep],
+            finish_reasons=[self.finish_reasons[i] for i in rows],
+            group_size=self.group_size,
+            prompts_truncated=0,
+        )
+
+    def input_ids(self) -> torch.Tensor:
+        return torch.cat([self.prompt_ids, self.response_ids], dim=1)  # [N, P + R]
+
+    def attention_mask(self) -> torch.Tensor:
+        return torch.cat([self.prompt_mask, self.response_mask], dim=1).long()  # [N, P + R]
+
+    def to(self, device) -> "Rollout":
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key, value in moved.items():
+            if isinstance(value, torch.Tensor):
+                moved[key] = value.to(device)
+        return Rollout(**moved)
+
+
+def format_prompt(tokenizer, prompt) -> str:
+    """Chat messages -> text with the generation prompt; a plain string is used as it is."""
+    if isinstance(prompt, str):
+        return prompt
+    return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+
+def encode_prompts(tokenizer, prompts, max_prompt_length: int) -> tuple[list[list[int]], int]:
+    """Token ids per prompt, keeping the last `max_prompt_length` tokens; and how many were cut."""
+    encoded, truncated = [], 0
+    for prompt in prompts:
+        ids = tokenizer(format_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+        if len(ids) > max_prompt_length:
+            ids = ids[-max_prompt_length:]  # left truncation keeps the question's end and the assistant tag
+            truncated += 1
+        encoded.append(ids)
+    return encoded, truncated
+
+
+def eos_token_ids(model, tokenizer) -> list[int]:
+    """Every id that ends a response: the tokenizer's eos and the model's generation config's."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
+    return sorted(i for i in ids if i is not None)
+
+
+@contextlib.contextmanager
+def sampling_mode(model):
+    """No grad, and gradient checkpointing paused (it turns the KV cache off in train mode)."""
+    checkpointing = is_activation_checkpointing(model)
+    if checkpointing:
+        set_activation_checkpointing(model, False)
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        if checkpointing:
+            set_activation_checkpointing(model, True)
+
+
+def _left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.bool)
+    for row, seq in enumerate(sequences):
+        if seq:
+            ids[row, width - len(seq):] = torch.tensor(seq)
+            mask[row, width - len(seq):] = True
+    return ids, mask
+
+
+def generate(
+    model,
+    tokenizer,
+    prompts,
+    *,
+    n: int,
+    max_prompt_length: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    batch_size: int | None = None,
+) -> Rollout:
+    """Sample `n` responses for each prompt (chat messages or text). temperature 0 = greedy."""
+    from transformers import GenerationConfig
+
+    if not prompts:
+        raise ValueError("generate: no prompts")
+    if max_new_tokens < 1 or n < 1:
+        raise ValueError(f"generate: n and max_new_tokens must be >= 1; got {n}, {max_new_tokens}")
+    encoded, truncated = encode_prompts(tokenizer, prompts, max_prompt_length)
+    if any(not ids for ids in encoded):
+        raise ValueError(f"generate: prompt {next(i for i, ids in enumerate(encoded) if not ids)} is empty")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    stop_ids = eos_token_ids(model, tokenizer)
+    prompt_ids, prompt_mask = _left_pad([ids for ids in encoded for _ in range(n)], pad_id)  # [N, P]
+    sampling = GenerationConfig(
+        do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
+        top_p=top_p if temperature > 0 else None, top_k=top_k if temperature > 0 else None,
+        max_new_tokens=max_new_tokens, eos_token_id=stop_ids, pad_token_id=pad_id, use_cache=True,
+    )
+    device = next(model.parameters()).device
+    rows = prompt_ids.shape[0]
+    step = batch_size or rows
+    pieces = []
+    with sampling_mode(model):
+        for start in range(0, rows, step):
+            part = slice(start, start + step)
+            out = model.generate(
+                input_ids=prompt_ids[part].to(device), attention_mask=prompt_mask[part].long().to(device),
+                generation_config=sampling,
+            )
+            pieces.append(out[:, prompt_ids.shape[1]:].cpu())  # [n, R_part]
+    width = max(p.shape[1] for p in pieces)
+    response_ids = torch.full((rows, width), pad_id, dtype=torch.long)  # [N, R]
+    generated = torch.zeros(rows, dtype=torch.long)  # [N] tokens each row's generate call produced
+    offset = 0
+    for piece in pieces:
+        response_ids[offset:offset + piece.shape[0], : piece.shape[1]] = piece
+        generated[offset:offset + piece.shape[0]] = piece.shape[1]
+        offset += piece.shape[0]
+    produced = torch.arange(width)[None, :] < generated[:, None]  # [N, R] not padding between pieces
+    is_stop = torch.isin(response_ids, torch.tensor(stop_ids)) & produced  # [N, R]
+    stopped = is_stop.any(dim=1)  # [N]
+    lengths = torch.where(stopped, is_stop.int().argmax(dim=1) + 1, generated)  # [N], the stop token included
+    response_mask = torch.arange(width)[None, :] < lengths[:, None]  # [N, R]
+    response_ids = torch.where(response_mask, response_ids, torch.full_like(response_ids, pad_id))
+    return Rollout(
+        prompt_ids=prompt_ids, prompt_mask=prompt_mask, response_ids=response_ids, response_mask=response_mask,
+        finish_reasons=["stop" if s else "length" for s in stopped.tolist()], group_size=n,
+        prompts_truncated=truncated,
+    )

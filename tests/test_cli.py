@@ -1,0 +1,60 @@
+"""The `fipo-nb` command, run as a user would, in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fipo_nb.report import write_report
+
+
+def fipo_nb(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "fipo_nb.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_train_cpu_smoke_writes_metrics_config_and_report(tmp_path):
+    out = tmp_path / "run"
+    done = fipo_nb("train", "--preset", "cpu-smoke", "--steps", "2", "--out", str(out), "--report",
+                   "--set", "fipo.decay_rate=16")
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert json.loads((out / "config.json").read_text())["fipo"]["decay_rate"] == 16.0
+    assert "step  reward" in done.stdout and f"report:  {out / 'report.html'}" in done.stdout
+    page = (out / "report.html").read_text()
+    assert "data:image/png;base64," in page and "<script" not in page and "http" not in page.split("<pre>")[0]
+
+
+def test_presets_lists_every_preset():
+    done = fipo_nb("presets")
+    assert done.returncode == 0
+    for name in ("cpu-smoke", "demo", "qlora-qwen2.5-7b", "paper-fipo-32b", "paper-dapo-32b"):
+        assert name in done.stdout
+
+
+def test_bad_preset_and_set_key_give_one_clear_line():
+    done = fipo_nb("train", "--preset", "nope")
+    assert done.returncode == 2 and "valid presets: cpu-smoke" in done.stderr and "Traceback" not in done.stderr
+    done = fipo_nb("train", "--preset", "cpu-smoke", "--set", "learning_rate=1")
+    assert done.returncode == 2 and "unknown setting 'learning_rate'" in done.stderr and "fipo.decay_rate" in done.stderr
+
+
+def test_paper_preset_prints_its_config_and_refuses_to_start(tmp_path):
+    done = fipo_nb("train", "--preset", "paper-fipo-32b", "--print-config")
+    assert done.returncode == 0 and json.loads(done.stdout)["prompts_per_step"] == 512
+    done = fipo_nb("train", "--preset", "paper-fipo-32b", "--out", str(tmp_path))
+    assert done.returncode == 2 and "scale-out" in done.stderr
+
+
+def test_report_of_a_missing_run_is_named(tmp_path):
+    done = fipo_nb("report", str(tmp_path / "nowhere"))
+    assert done.returncode == 2 and "no metrics.jsonl in" in done.stderr and "nowhere" in done.stderr
+
+
+def test_report_names_a_broken_metrics_line(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "reward/mean": 0.5}\n{"step": 2,\n')
+    with pytest.raises(ValueError, match="metrics.jsonl: line 2 is not JSON"):
+        write_report(tmp_path)

@@ -1,0 +1,207 @@
+"""fipo_nb.rewards: answer extraction, real math-verify checks, reward functions, threads."""
+
+from __future__ import annotations
+
+import doctest
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import fipo_nb.rewards
+from fipo_nb.data import Problem
+from fipo_nb.rewards import MathReward, RewardResult, answers_match, extract_answer, score_responses
+
+
+def problem(answer: str, id: str = "test:0") -> Problem:
+    return Problem([{"role": "user", "content": "q"}], answer, id)
+
+
+def test_doctests_pass():
+    assert doctest.testmod(fipo_nb.rewards).failed == 0
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("so \\boxed{\\frac{1}{\\sqrt{2}}}", "\\frac{1}{\\sqrt{2}}"),  # nested braces
+        ("first \\boxed{1} then \\boxed{{2}+{3}}", "{2}+{3}"),  # the last box wins
+        ("the set \\boxed{\\{1, 2\\}} here", "\\{1, 2\\}"),  # escaped braces are not grouping
+        ("\\fbox{7}", "7"),
+        ("\\boxed {8}", "8"),
+        ("cut off \\boxed{\\frac{1}{2", None),  # a truncated response has no answer
+        ("no box at all 42", None),
+    ],
+)
+def test_boxed_matches_nested_braces(text, expected):
+    assert extract_answer(text, "boxed") == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("work\nAnswer: 42", "42"),
+        ("Answer: 1\nwait, no.\nAnswer: $\\frac{3}{4}$.", "\\frac{3}{4}"),  # last line, $ and period gone
+        ("Answer: $\\boxed{12}$", "12"),  # a box around the whole answer is unwrapped
+        ("**Answer:** 5", "5"),
+        ("final answer:   x + 1  ", "x + 1"),  # any case, as DAPO's (?i) pattern
+        ("Answer:\n17", "17"),  # DAPO's \s* runs onto the next line
+        ("Answer: \\boxed{1} + \\boxed{2}", "\\boxed{1} + \\boxed{2}"),  # not one box: left alone
+        ("Answer:", None),
+        ("the answer is 3", None),
+    ],
+)
+def test_answer_line_takes_the_last_answer_line_cleaned(text, expected):
+    assert extract_answer(text, "answer_line") == expected
+
+
+def test_auto_prefers_the_answer_line_then_falls_back_to_boxed():
+    assert extract_answer("\\boxed{1}\nAnswer: 2") == "2"
+    assert extract_answer("we get \\boxed{1}.") == "1"
+    assert extract_answer("Answer: \nno box") == "no box"  # the next line counts, as in DAPO
+    assert extract_answer("nothing here") is None
+    assert extract_answer("") is None
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("5-3 = 2, so 1,000 or 3/4.", "3/4"),
+        ("it is -2.5 degrees", "-2.5"),
+        ("total 1,234,567!", "1234567"),
+        ("5-3", "3"),  # a minus after a digit is subtraction, not a sign
+        ("no digits", None),
+    ],
+)
+def test_last_number_finds_the_last_integer_decimal_or_fraction(text, expected):
+    assert extract_answer(text, "last_number") == expected
+
+
+def test_unknown_mode_lists_the_modes():
+    with pytest.raises(ValueError, match="auto, answer_line, boxed, last_number"):
+        extract_answer("x", "first_line")
+    with pytest.raises(ValueError, match="unknown mode"):
+        MathReward(mode="nope")
+
+
+@pytest.mark.parametrize(
+    "predicted, gold",
+    [
+        ("\\frac{1}{2}", "0.5"),
+        ("0.5", "\\frac{1}{2}"),
+        ("1/2", "0.5"),
+        ("2\\sqrt2", "\\sqrt8"),
+        ("\\sqrt{8}", "2\\sqrt{2}"),
+        ("50\\%", "0.5"),
+        ("\\{3, 1, 2\\}", "\\{1, 2, 3\\}"),
+        ("3, 1, 2", "1,2,3"),
+        ("\\boxed{34}", "34"),
+        ("34.", "34"),
+        ("1,000", "1000"),
+        ("x = 3", "3"),
+        ("\\dfrac{\\sqrt{3}}{3}", "\\frac{1}{\\sqrt{3}}"),
+        ("2^(n-1)", "2^{n-1}"),
+        ("Yes", "yes"),  # the string fast path, case-folded
+        ("\\text{No}", "No"),
+    ],
+)
+def test_equivalent_answers_match(predicted, gold):
+    assert answers_match(predicted, gold)
+
+
+@pytest.mark.parametrize(
+    "predicted, gold",
+    [("3", "4"), ("0.51", "0.5"), ("\\sqrt{7}", "2\\sqrt2"), ("\\{1, 2\\}", "\\{1, 2, 3\\}"), ("-34", "34")],
+)
+def test_different_answers_do_not_match(predicted, gold):
+    assert not answers_match(predicted, gold)
+
+
+@pytest.mark.parametrize(
+    "predicted", [None, "", "   ", "{{{", "}}\\frac{", "\\boxed{", "$$$", "\x00\x01", "a" * 3000, "\\left( \\right"]
+)
+def test_garbage_never_raises_and_does_not_match(predicted):
+    assert answers_match(predicted, "3") is False
+
+
+@pytest.mark.parametrize(
+    "costly",
+    [
+        "10^{10^{10}}", "9^{9^{9^{9}}}", "(10^{10})!", "\\binom{10^{100}}{10^{50}}", "{10^{10}}^{10^{10}}",
+        "\\frac{" * 24 + "1}{2}" * 24,  # nested fractions: verify's time doubles per level
+        "1+\\frac{1}{" * 20 + "2" + "}" * 20,
+    ],
+)
+def test_costly_answers_are_refused_instead_of_hanging(costly):
+    # unguarded, math-verify runs for minutes to hours on these (it has no timeout here)
+    start = time.perf_counter()
+    assert not answers_match(costly, "3")
+    assert time.perf_counter() - start < 5
+
+
+def test_big_but_reasonable_answers_are_still_checked():
+    assert answers_match("2^{10000}", "2^{10000}") and answers_match("10^{1000}", "10^{1000}")
+    assert answers_match("2^{10000}", "2^{5000} \\cdot 2^{5000}")
+    assert answers_match("1+\\frac{1}{1+\\frac{1}{2}}", "\\frac{5}{3}")  # a continued fraction, depth 7
+
+
+def test_math_reward_uses_dapo_one_minus_one_or_one_zero():
+    dapo, binary = MathReward(), MathReward(correct=1.0, incorrect=0.0)
+    right, wrong = "so\nAnswer: \\frac{1}{2}", "Answer: 3"
+    assert (dapo("p", right, problem("0.5")), dapo("p", wrong, problem("0.5"))) == (1.0, -1.0)
+    assert (binary("p", right, problem("0.5")), binary("p", wrong, problem("0.5"))) == (1.0, 0.0)
+    assert dapo.score("p", right, problem("0.5")) == RewardResult(1.0, True, "\\frac{1}{2}")
+    assert MathReward(mode="last_number")("p", "I think 7", problem("7")) == 1.0
+
+
+def test_empty_and_answerless_responses_score_incorrect():
+    results = score_responses(MathReward(), ["p"] * 3, ["", "no answer", "Answer: 4"], [problem("4")] * 3)
+    assert [(r.reward, r.correct, r.extracted) for r in results] == [
+        (-1.0, False, None), (-1.0, False, None), (1.0, True, "4")
+    ]
+
+
+def test_any_callable_is_a_reward_and_correct_means_positive():
+    def length_reward(prompt, response, sample):
+        return len(response) - 2
+
+    results = score_responses(length_reward, ["p"] * 3, ["a", "ab", "abc"], [problem("1")] * 3)
+    assert [(r.reward, r.correct) for r in results] == [(-1.0, False), (0.0, False), (1.0, True)]
+    numpy_scalar = score_responses(lambda p, r, s: np.float32(0.5), ["p"], ["r"], [problem("1")])
+    assert numpy_scalar == [RewardResult(0.5, True)]
+
+
+def test_callable_that_raises_names_the_sample_and_chains_the_cause():
+    def flaky(prompt, response, sample):
+        if sample.id == "set:1":
+            raise KeyError("missing")
+        return 1.0
+
+    samples = [problem("1", "set:0"), problem("1", "set:1")]
+    with pytest.raises(ValueError, match=r"sample 1 \(id 'set:1'\)") as info:
+        score_responses(flaky, ["p", "p"], ["r", "r"], samples)
+    assert isinstance(info.value.__cause__, KeyError)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, "1.0", None, [1.0]])
+def test_non_finite_or_non_numeric_reward_names_the_sample(bad):
+    with pytest.raises(ValueError, match=r"sample 0 \(id 'bad:7'\)"):
+        score_responses(lambda p, r, s: bad, ["p"], ["r"], [problem("1", "bad:7")])
+
+
+def test_mismatched_lengths_are_an_error():
+    with pytest.raises(ValueError, match="2 prompts, 1 responses, 1 samples"):
+        score_responses(MathReward(), ["p", "p"], ["r"], [problem("1")])
+
+
+def test_math_verify_works_from_worker_threads():
+    # math-verify's own timeouts use signal.alarm, which raises off the main thread
+    cases = [("\\frac{1}{2}", "0.5", True), ("2\\sqrt2", "\\sqrt8", True), ("50\\%", "0.5", True), ("3", "4", False)]
+    reward = MathReward()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        matches = list(pool.map(lambda case: answers_match(case[0], case[1]), cases * 3))
+        rewards = list(pool.map(lambda case: reward("p", f"Answer: {case[0]}", problem(case[1])), cases))
+    assert matches == [expected for _, _, expected in cases] * 3
+    assert rewards == [1.0, 1.0, 1.0, -1.0]

@@ -1,0 +1,81 @@
+"""fipo_nb.rollout: G samples per prompt, masks up to the stop token, left truncation, grouping."""
+
+from __future__ import annotations
+
+import torch
+
+from fipo_nb.models import load_policy
+from fipo_nb.rollout import encode_prompts, generate
+
+PROMPTS = [[{"role": "user", "content": "What is 1 + 2?"}], [{"role": "user", "content": "Name a prime."}]]
+
+
+def char_policy():
+    return load_policy("tiny-qwen2-char", "lora", lora_r=2, device="cpu")
+
+
+def test_rollout_has_g_rows_per_prompt_with_masks_up_to_the_stop_token():
+    policy = char_policy()
+    torch.manual_seed(0)
+    out = generate(policy.model, policy.tokenizer, PROMPTS, n=3, max_prompt_length=512, max_new_tokens=40)
+    assert len(out) == 6 and out.group_size == 3
+    eos = policy.tokenizer.eos_token_id
+    for row in range(6):
+        ids, mask = out.response_ids[row], out.response_mask[row]
+        length = int(mask.sum())
+        assert mask[:length].all() and not mask[length:].any()  # a prefix
+        if out.finish_reasons[row] == "stop":
+            assert ids[length - 1] == eos and (ids[: length - 1] != eos).all()
+        else:
+            assert length == 40 and (ids[:length] != eos).all()
+    # rows of a group share their prompt
+    assert torch.equal(out.prompt_ids[0], out.prompt_ids[2]) and not torch.equal(out.prompt_ids[0], out.prompt_ids[3])
+    # left padding: each prompt's tokens end at the last column
+    assert out.prompt_mask[:, -1].all()
+
+
+def test_a_stop_token_ends_the_response_and_is_kept():
+    policy = char_policy()
+    eos = policy.tokenizer.eos_token_id
+
+    def say_eos(module, inputs, logits):  # the model now answers <|im_end|> at once
+        forced = torch.full_like(logits, -1e4)
+        forced[..., eos] = 0.0
+        return forced
+
+    handle = policy.model.get_output_embeddings().register_forward_hook(say_eos)
+    out = generate(policy.model, policy.tokenizer, PROMPTS, n=2, max_prompt_length=512, max_new_tokens=10)
+    handle.remove()
+    assert out.finish_reasons == ["stop"] * 4
+    assert out.response_lengths.tolist() == [1] * 4  # an empty generation: only the stop token
+
+
+def test_long_prompts_are_cut_on_the_left_and_counted():
+    policy = char_policy()
+    long_prompt = [{"role": "user", "content": "x" * 300 + " What is 1 + 2?"}]
+    ids, truncated = encode_prompts(policy.tokenizer, [long_prompt, PROMPTS[0]], max_prompt_length=64)
+    assert truncated == 1 and len(ids[0]) == 64
+    assert policy.tokenizer.decode(ids[0]).endswith("What is 1 + 2?<|im_end|>\n<|im_start|>assistant\n")
+    out = generate(policy.model, policy.tokenizer, [long_prompt], n=2, max_prompt_length=64, max_new_tokens=4)
+    assert out.prompts_truncated == 1 and out.prompt_length == 64
+
+
+def test_select_trims_padding_and_keeps_the_tokens():
+    policy = char_policy()
+    torch.manual_seed(1)
+    out = generate(policy.model, policy.tokenizer, PROMPTS, n=2, max_prompt_length=512, max_new_tokens=30)
+    part = out.select(range(2, 4))
+    assert part.prompt_length == int(out.prompt_mask[2:4].sum(1).max())
+    assert part.response_ids.shape[1] == int(out.response_lengths[2:4].max())
+    for row in (0, 1):
+        src = 2 + row
+        assert torch.equal(part.response_ids[row][part.response_mask[row]], out.response_ids[src][out.response_mask[src]])
+        assert torch.equal(part.prompt_ids[row][part.prompt_mask[row]], out.prompt_ids[src][out.prompt_mask[src]])
+
+
+def test_greedy_sampling_is_deterministic_and_checkpointing_comes_back():
+    policy = load_policy("tiny-qwen2-char", "lora", lora_r=2, device="cpu", gradient_checkpointing=True)
+    a = generate(policy.model, policy.tokenizer, PROMPTS, n=2, max_prompt_length=512, max_new_tokens=8, temperature=0)
+    b = generate(policy.model, policy.tokenizer, PROMPTS, n=2, max_prompt_length=512, max_new_tokens=8, temperature=0)
+    assert torch.equal(a.response_ids, b.response_ids)
+    assert policy.model.is_activation_checkpointing and policy.model.training
