@@ -48,16 +48,44 @@ def _resolve(preset: str, overrides: list[str], steps: int | None, out: str | No
     return _checked(apply_overrides, config, extra)
 
 
-def _run(config, *, report: bool) -> int:
-    from .report import write_report
+def _trainer(config, *, resume: bool, fallback: bool, overwrite: bool):
+    from .checkpoint import latest_checkpoint, list_checkpoints
     from .trainer import FIPOTrainer
 
+    out = config.output_dir
+    if resume:
+        if _checked(latest_checkpoint, out, fallback=fallback) is not None:
+            trainer = _checked(FIPOTrainer.resume, out, fallback=fallback, config=config)
+            print(f"resuming {out} after step {trainer.step_count}", flush=True)
+            return trainer
+        print(f"no checkpoint in {out}: starting at step 0", flush=True)
+    elif list_checkpoints(out) and not overwrite:
+        raise CLIError(f"{out} holds checkpoints of an earlier run: --resume continues it, --overwrite starts over")
+    return _checked(FIPOTrainer, config)
+
+
+def _run(config, *, report: bool, resume: bool = False, fallback: bool = False, overwrite: bool = False) -> int:
+    from .checkpoint import CheckpointError
+    from .report import write_report
+
     started = time.perf_counter()
-    trainer = _checked(FIPOTrainer, config)
-    print(f"model {config.model} ({config.mode}), {config.fipo.loss}, {config.steps} step(s) of "
+    try:
+        trainer = _trainer(config, resume=resume, fallback=fallback, overwrite=overwrite)
+    except CheckpointError as err:
+        raise CLIError(str(err)) from err
+    print(f"model {config.model} ({config.mode}), {config.fipo.loss}, steps {trainer.step_count + 1}..{config.steps} of "
           f"{config.prompts_per_step} prompts x {config.samples_per_prompt} samples, "
           f"{config.prompts_per_step // config.mini_batch_size} update(s) per step -> {trainer.out_dir}", flush=True)
-    trainer.train(config.steps, table=True)
+    try:
+        trainer.train(until=config.steps, table=True)
+    except KeyboardInterrupt:
+        where = f"interrupted after step {trainer.step_count}"
+        if trainer._pending is None and config.save_every >= 0:
+            print(f"{where}; checkpoint {trainer.save()}; `--resume` continues", file=sys.stderr)
+        else:
+            print(f"{where} (a step was half done and is dropped); `--resume` continues from the last checkpoint",
+                  file=sys.stderr)
+        return 130
     print(f"metrics: {trainer.out_dir / 'metrics.jsonl'}")
     if report:
         print(f"report:  {write_report(trainer.out_dir)}")
@@ -70,12 +98,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
-    return _run(config, report=args.report)
+    return _run(config, report=args.report, resume=args.resume, fallback=args.resume_fallback,
+                overwrite=args.overwrite)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     config = _resolve("demo", args.set, args.steps, args.out)
-    return _run(config, report=True)
+    return _run(config, report=True, overwrite=True)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -98,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a setting, e.g. --set lr=1e-5 --set fipo.decay_rate=64 (repeatable)")
     train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     train.add_argument("--report", action="store_true", help="write OUT/report.html at the end")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from the newest complete checkpoint in OUT (--steps is the run's total)")
+    train.add_argument("--resume-fallback", action="store_true",
+                       help="with --resume: if the newest checkpoint is partial or corrupted, use the previous one")
+    train.add_argument("--overwrite", action="store_true", help="start over in an OUT that holds checkpoints")
     train.set_defaults(func=_cmd_train)
 
     demo = commands.add_parser("demo", help="a few FIPO steps on SmolLM2-135M, offline, then OUT/report.html")

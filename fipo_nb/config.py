@@ -186,6 +186,23 @@ class TrainConfig:
     rollout_batch_size: int | None = None
     """Rows per generate() call; None: the whole rollout at once."""
 
+    dynamic_sampling: bool = False
+    """DAPO: drop groups whose `filter_metric` is the same for every sample and sample more prompts
+    until `prompts_per_step` informative groups are found (or `max_num_gen_batches` is reached)."""
+    gen_prompts_per_batch: int | None = None
+    """Prompts per generation batch under dynamic sampling (official: 2048 for 512); None: prompts_per_step."""
+    max_num_gen_batches: int = 10
+    """Give up after this many generation batches and train on the groups found so far."""
+    filter_metric: str = "accuracy"
+    """What must vary inside a group for it to be kept: "accuracy" (official) or "reward"."""
+    overlong_buffer: int = 0
+    """DAPO's soft overlong punishment: the last N tokens before max_response_length cost up to
+    `overlong_penalty` reward, linearly (official 32B: 4096). 0 disables it."""
+    overlong_penalty: float = 1.0
+    """Reward lost by a response that reaches max_response_length (official: 1.0)."""
+    overlong_filter: bool = False
+    """DAPO's overlong filtering: truncated responses (no stop token) are left out of the loss."""
+
     reward_correct: float = 1.0
     """Reward of a correct answer."""
     reward_incorrect: float = -1.0
@@ -199,6 +216,25 @@ class TrainConfig:
     """metrics.jsonl, config.json (and, later, traces and checkpoints) go here."""
     logprob_chunk_size: int = 1024
     """Tokens per chunk of the output head when computing log-probs (memory vs speed)."""
+
+    trace_samples: int = 4
+    """Responses per step whose per-token log-ratio, Future-KL and weights go to OUT/traces (0: none)."""
+    trace_post_update: bool = False
+    """Also trace Future-KL of the whole step's update (one extra forward of the traced responses)."""
+    eval_data: str | None = None
+    """Held-out problems (same sources as `data`); None disables evaluation."""
+    eval_every: int = 0
+    """Evaluate after every N-th step (0: only when FIPOTrainer.evaluate() is called)."""
+    eval_k: int = 4
+    """Samples per evaluation problem: avg@k and pass@k (the paper: avg@32 on AIME)."""
+    eval_limit: int | None = 64
+    """Evaluate on the first N problems of eval_data (None: all)."""
+    eval_temperature: float = 1.0
+    """Validation sampling temperature (official: 1.0)."""
+    eval_top_p: float = 0.7
+    """Validation nucleus sampling (official: 0.7)."""
+    save_every: int = 0
+    """Checkpoint after every N-th step and at the end of train(); 0: only at the end; -1: never."""
 
     fipo: FIPOConfig = field(default_factory=FIPOConfig)
     """The algorithm: loss ("fipo" | "dapo" | "grpo"), clips, Future-KL decay, weight clipping."""
@@ -241,6 +277,31 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"TrainConfig.{name} must be an integer >= 1 or None; got {value!r}")
+        if self.filter_metric not in ("accuracy", "reward"):
+            raise ValueError(f"TrainConfig.filter_metric must be 'accuracy' or 'reward'; got {self.filter_metric!r}")
+        for name in ("max_num_gen_batches", "eval_k"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"TrainConfig.{name} must be an integer >= 1; got {value!r}")
+        for name in ("overlong_buffer", "trace_samples", "eval_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"TrainConfig.{name} must be an integer >= 0; got {value!r}")
+        if self.overlong_buffer > self.max_response_length:
+            raise ValueError(
+                f"TrainConfig.overlong_buffer ({self.overlong_buffer}) must not exceed max_response_length "
+                f"({self.max_response_length})"
+            )
+        if not isinstance(self.save_every, int) or self.save_every < -1:
+            raise ValueError(f"TrainConfig.save_every must be an integer >= -1; got {self.save_every!r}")
+        for name in ("gen_prompts_per_batch", "eval_limit"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"TrainConfig.{name} must be an integer >= 1 or None; got {value!r}")
+        if not _is_number(self.overlong_penalty) or not _is_number(self.eval_temperature):
+            raise ValueError("TrainConfig.overlong_penalty and eval_temperature must be finite numbers")
+        if not 0 < self.eval_top_p <= 1:
+            raise ValueError(f"TrainConfig.eval_top_p must be in (0, 1]; got {self.eval_top_p!r}")
         if self.instruction not in ("dapo", "none") and "{problem}" not in self.instruction:
             raise ValueError(
                 f"TrainConfig.instruction must be 'dapo', 'none' or a template containing {{problem}}; "

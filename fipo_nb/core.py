@@ -39,6 +39,7 @@ __all__ = [
     "future_kl",
     "group_advantages",
     "influence_weights",
+    "informative_groups",
     "policy_loss",
     "weight_bounds",
 ]
@@ -353,3 +354,16 @@ def group_advantages(
     if normalize_std:
         centred = centred / (groups.std(dim=1, keepdim=True) + eps)
     return centred.reshape(-1)  # [N]
+
+
+def informative_groups(values: torch.Tensor, group_size: int) -> torch.Tensor:
+    """DAPO's dynamic-sampling filter: True for groups whose values are not all equal. [N] -> [N/G].
+
+    A group where every sample scored the same has zero advantage everywhere and teaches
+    nothing; DAPO drops it and samples more prompts (verl filters on accuracy by default).
+
+    >>> informative_groups(torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 0.0]), 2)
+    tensor([ True, False, False])
+    """
+    groups = torch.as_tensor(values).reshape(-1, group_size)  # [N/G, G]
+    return groups.max(dim=1).values > groups.min(dim=1).values

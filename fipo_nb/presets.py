@@ -27,7 +27,9 @@ _OFFICIAL_32B = dict(
     lr=1e-6, lr_warmup_steps=10, lr_schedule="constant", weight_decay=0.1, grad_clip=1.0,
     max_prompt_length=2048, max_response_length=20480, temperature=1.0, top_p=1.0,
     reward_correct=1.0, reward_incorrect=-1.0, answer_mode="answer_line", gradient_checkpointing=True,
-    dtype="bfloat16", steps=1000,
+    dtype="bfloat16", steps=1000, dynamic_sampling=True, gen_prompts_per_batch=2048, max_num_gen_batches=10,
+    filter_metric="accuracy", overlong_buffer=4096, overlong_penalty=1.0, eval_data="aime-2024.parquet",
+    eval_every=5, eval_k=32, eval_limit=None, eval_temperature=1.0, eval_top_p=0.7, save_every=10,
 )
 
 PRESETS: dict[str, Preset] = {
@@ -53,7 +55,10 @@ PRESETS: dict[str, Preset] = {
                  instruction="{problem} Answer with the number only.", temperature=0.7,
                  prompts_per_step=4, samples_per_prompt=4, mini_batch_size=2, micro_batch_size=8, lr=2e-4,
                  lr_warmup_steps=0, weight_decay=0.0, max_prompt_length=256, max_response_length=64,
-                 answer_mode="last_number", steps=5, output_dir="runs/demo"),
+                 answer_mode="last_number", steps=5, output_dir="runs/demo", trace_post_update=True,
+                 eval_data='reasoning-gym:basic_arithmetic?size=8&seed=1234&min_terms=2&max_terms=2&min_digits=1'
+                           '&max_digits=1&allow_parentheses=false&allow_negation=false&operators=["+"]',
+                 eval_every=5, eval_k=4, eval_temperature=0.7, eval_top_p=1.0),
         ),
         Preset(
             "qlora-qwen2.5-0.5b",
@@ -90,7 +95,8 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "paper-dapo-32b",
             "the official DAPO baseline of the same repo: 16 updates per rollout; needs the scale-out path",
-            dict(_OFFICIAL_32B, mini_batch_size=32, fipo=dict(loss="dapo"), output_dir="runs/paper-dapo-32b"),
+            dict(_OFFICIAL_32B, mini_batch_size=32, gen_prompts_per_batch=1536, fipo=dict(loss="dapo"),
+                 output_dir="runs/paper-dapo-32b"),
         ),
     ]
 }

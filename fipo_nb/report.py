@@ -13,6 +13,8 @@ import io
 import json
 from pathlib import Path
 
+from .runlog import read_jsonl
+
 PANELS = [
     ("Reward and accuracy", ["reward/mean", "accuracy/mean"]),
     ("Response length (tokens)", ["length/min", "length/q25", "length/median", "length/mean", "length/q75", "length/max"]),
@@ -34,14 +36,7 @@ def read_metrics(run_dir) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"no metrics.jsonl in {run_dir}")
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}: line {number} is not JSON ({err})") from err
-    return rows
+    return read_jsonl(path)
 
 
 def _figure_png(rows: list[dict]) -> str:

@@ -26,7 +26,8 @@ from math_verify import parse, verify
 
 from .data import Problem
 
-__all__ = ["MODES", "MathReward", "RewardResult", "answers_match", "extract_answer", "score_responses"]
+__all__ = ["MODES", "MathReward", "RewardResult", "answers_match", "extract_answer", "overlong_penalty",
+           "score_responses"]
 
 
 
@@ -256,3 +257,18 @@ def score_responses(reward_fn: Any, prompts: list[str], responses: list[str], sa
             sample_id = getattr(sample, "id", None) or (sample.get("id") if isinstance(sample, dict) else None)
             raise ValueError(f"reward function failed on sample {index} (id {sample_id!r}): {exc}") from exc
     return results
+
+
+def overlong_penalty(lengths, max_length: int, buffer: int, factor: float = 1.0) -> list[float]:
+    """DAPO's soft overlong punishment, added to the reward of each response.
+
+    0 up to `max_length - buffer` tokens, then falling linearly to -factor at `max_length`:
+    penalty = min(-(length - (max_length - buffer)) / buffer * factor, 0).
+
+    >>> overlong_penalty([10, 15, 20], max_length=20, buffer=10, factor=1.0)
+    [0.0, -0.5, -1.0]
+    """
+    if buffer <= 0 or buffer > max_length:
+        raise ValueError(f"overlong_penalty: buffer must be in 1..max_length ({max_length}); got {buffer}")
+    expected = max_length - buffer
+    return [min(-(int(n) - expected) / buffer * factor, 0.0) for n in lengths]

@@ -72,6 +72,28 @@ class Rollout:
         return Rollout(**moved)
 
 
+def concat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
+    """Rows of several rollouts in one (prompts re-padded on the left, responses on the right)."""
+    if len(parts) == 1:
+        return parts[0]
+    prompt_width = max(p.prompt_length for p in parts)
+    response_width = max(p.response_ids.shape[1] for p in parts)
+
+    def pad(tensor, width, value, left):
+        extra = width - tensor.shape[1]
+        return torch.nn.functional.pad(tensor, (extra, 0) if left else (0, extra), value=value)
+
+    return Rollout(
+        prompt_ids=torch.cat([pad(p.prompt_ids, prompt_width, pad_id, True) for p in parts]),
+        prompt_mask=torch.cat([pad(p.prompt_mask, prompt_width, False, True) for p in parts]),
+        response_ids=torch.cat([pad(p.response_ids, response_width, pad_id, False) for p in parts]),
+        response_mask=torch.cat([pad(p.response_mask, response_width, False, False) for p in parts]),
+        finish_reasons=[r for p in parts for r in p.finish_reasons],
+        group_size=parts[0].group_size,
+        prompts_truncated=sum(p.prompts_truncated for p in parts),
+    )
+
+
 def format_prompt(tokenizer, prompt) -> str:
     """Chat messages -> text with the generation prompt; a plain string is used as it is."""
     if isinstance(prompt, str):

@@ -1,18 +1,24 @@
 """FIPOTrainer: sequences one RL step out of plain functions.
 
-    prompts (data) -> rollout (G samples each) -> rewards -> group advantages
-      -> old log-probs: one no-grad pass of the training model (never the sampler's)
+    prompts (data) -> rollout (G samples each) -> rewards (+ overlong shaping)
+      -> dynamic sampling: keep groups whose rewards differ, sample more until the batch is full
+      -> group advantages -> old log-probs: one no-grad pass of the training model (never the sampler's)
       -> for each mini-batch, in order: new log-probs -> core.policy_loss -> backward -> optimizer step
-      -> one JSON line of metrics
+      -> metrics (one JSON line), token traces, evaluation, checkpoint
 
 The first mini-batch of a rollout sees the policy that produced the old log-probs, so its
 Future-KL is 0 and FIPO equals DAPO there; FIPO re-weights tokens from the 2nd update on.
+
+A step in progress lives in `self._pending`, so that an interrupt (Ctrl-C, or the notebook's
+stop button) takes effect at a safe point, between mini-batches or steps, and the next
+`step()` / `train()` finishes that step exactly as if nothing had happened.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -20,34 +26,68 @@ from pathlib import Path
 
 import torch
 
+from . import trace
+from .checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    list_checkpoints,
+    load_training_state,
+    save_training_state,
+    write_checkpoint,
+)
 from .config import TrainConfig
-from .core import group_advantages, policy_loss
+from .core import future_kl, group_advantages, policy_loss
 from .data import DAPO_INSTRUCTION, PromptSampler, load_problems
+from .evaluation import evaluate, length_metrics
+from .interrupts import SafeInterrupt
 from .logprobs import token_logprobs
 from .models import Policy, load_policy
-from .rewards import MathReward, score_responses
-from .rollout import Rollout, format_prompt, generate
+from .rewards import MathReward
+from .rollout import Rollout
+from .runlog import RunLog, format_table_header, format_table_row
+from .sampling import Batch, sample_batch
 
 _SUMMED = ("policy/tokens", "policy/kept_tokens", "policy/sequences")
 
 
 @dataclass
 class StepResult:
-    """What one step produced: its metrics and the rollout's tensors, on the CPU."""
+    """What one step trained on and produced, on the CPU. Tensors are [N] or [N, R]."""
 
     step: int
     metrics: dict[str, float]
     rollout: Rollout
     prompts: list[str]  # formatted prompt text per row
     responses: list[str]  # decoded response text per row
-    rewards: torch.Tensor  # [N]
+    rewards: torch.Tensor  # [N] after overlong shaping
     correct: list[bool]  # [N]
     advantages: torch.Tensor  # [N]
     old_log_probs: torch.Tensor  # [N, R]
-    weights: torch.Tensor  # [N, R] the influence weights each token got in its update
+    weights: torch.Tensor  # [N, R] the influence weight each token got in its update
     future_kl: torch.Tensor  # [N, R] Future-KL at the moment of its update
+    log_ratio: torch.Tensor  # [N, R] log pi_theta - log pi_old at the moment of its update
     mini_batch: torch.Tensor  # [N] index of the update that used each row
     problems: list = field(default_factory=list)
+
+
+@dataclass
+class _Pending:
+    """A step between its sampling and its last update."""
+
+    batch: Batch
+    loss_mask: torch.Tensor  # [N, R] response tokens that enter the loss
+    advantages: torch.Tensor
+    old_log_probs: torch.Tensor
+    weights: torch.Tensor
+    future_kl: torch.Tensor
+    log_ratio: torch.Tensor
+    mini_batch: torch.Tensor
+    next_update: int = 0
+    parts: list = field(default_factory=list)
+    grad_norms: list = field(default_factory=list)
+    skipped: int = 0
+    metrics: dict = field(default_factory=dict)  # from sampling
+    times: dict = field(default_factory=dict)
 
 
 def merge_loss_metrics(parts: list[dict[str, float]]) -> dict[str, float]:
@@ -72,16 +112,6 @@ def merge_loss_metrics(parts: list[dict[str, float]]) -> dict[str, float]:
     return merged
 
 
-def length_metrics(lengths: torch.Tensor) -> dict[str, float]:
-    """min / q25 / median / mean / q75 / max of response lengths (tokens), as the paper plots them."""
-    values = lengths.double()
-    q25, median, q75 = torch.quantile(values, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)).tolist()
-    return {
-        "length/mean": values.mean().item(), "length/median": median, "length/q25": q25, "length/q75": q75,
-        "length/min": values.min().item(), "length/max": values.max().item(),
-    }
-
-
 def _lr_multiplier(config: TrainConfig):
     def multiplier(step: int) -> float:
         if step < config.lr_warmup_steps:
@@ -95,9 +125,9 @@ def _lr_multiplier(config: TrainConfig):
     return multiplier
 
 
-def load_train_problems(config: TrainConfig) -> list:
+def load_config_problems(config: TrainConfig, source, limit) -> list:
     instruction = {"dapo": DAPO_INSTRUCTION, "none": None}.get(config.instruction, config.instruction)
-    return load_problems(config.data, limit=config.data_limit, instruction=instruction, seed=config.seed)
+    return load_problems(source, limit=limit, instruction=instruction, seed=config.seed)
 
 
 class FIPOTrainer:
@@ -105,9 +135,12 @@ class FIPOTrainer:
 
     policy / problems / reward_fn default to what `config` names; pass them to use your own
     (a `models.Policy`, a list of `data.Problem`, any callable (prompt, response, sample) -> float).
+    A new trainer starts a new run in `config.output_dir` (earlier metrics, traces and
+    checkpoints there are removed, with a warning); `FIPOTrainer.resume(run_dir)` continues one.
     """
 
-    def __init__(self, config: TrainConfig, *, policy: Policy | None = None, problems=None, reward_fn=None):
+    def __init__(self, config: TrainConfig, *, policy: Policy | None = None, problems=None, reward_fn=None,
+                 eval_problems=None, _resuming: bool = False):
         self.config = config.validate()
         if config.strategy != "single":
             raise ValueError(
@@ -120,102 +153,92 @@ class FIPOTrainer:
             target_modules=_target_modules(config.lora_target_modules), dtype=config.dtype, device=config.device,
             gradient_checkpointing=config.gradient_checkpointing, seed=config.seed,
         )
-        self.problems = list(problems) if problems is not None else load_train_problems(config)
+        self.problems = list(problems) if problems is not None else load_config_problems(config, config.data,
+                                                                                         config.data_limit)
+        self.eval_problems = eval_problems
+        if eval_problems is None and config.eval_data is not None:
+            self.eval_problems = load_config_problems(config, config.eval_data, config.eval_limit)
         self.reward_fn = reward_fn or MathReward(
             correct=config.reward_correct, incorrect=config.reward_incorrect, mode=config.answer_mode
         )
-        self.sampler = PromptSampler(self.problems, config.prompts_per_step, seed=config.seed)
+        gen_prompts = config.gen_prompts_per_batch if config.dynamic_sampling and config.gen_prompts_per_batch else \
+            config.prompts_per_step
+        self.sampler = PromptSampler(self.problems, gen_prompts, seed=config.seed)
         self.optimizer = torch.optim.AdamW(
             self.policy.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_multiplier(config))
         self.step_count = 0
         self.history: list[dict[str, float]] = []
+        self._pending: _Pending | None = None
+        self.interrupt = SafeInterrupt()
         self.out_dir = Path(config.output_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.log = RunLog(self.out_dir)
+        if not _resuming:
+            self._clear_run_files(0)
         (self.out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-        self._tensorboard = _tensorboard_writer(self.out_dir)
 
     # ------------------------------------------------------------------ one step
 
     def step(self) -> StepResult:
-        """Sample, score, and update once per mini-batch; append the metrics to metrics.jsonl."""
-        config, policy = self.config, self.policy
+        """Run one step (or finish the interrupted one); append its metrics to metrics.jsonl.
+
+        Ctrl-C / the notebook's stop button takes effect after the current mini-batch: the step
+        stays pending, KeyboardInterrupt is raised, and the next call finishes it.
+        """
+        with self.interrupt:
+            return self._step()
+
+    def _step(self) -> StepResult:
+        if self._pending is None:
+            self._pending = self._start_step()
+        self.interrupt.check(f"step {self.step_count + 1} sampled; its updates run on the next call")
+        while not self._run_update(self._pending):
+            self.interrupt.check(
+                f"step {self.step_count + 1} stopped after update {self._pending.next_update}; the next call finishes it"
+            )
+        return self._finish_step()
+
+    def _start_step(self) -> _Pending:
+        config = self.config
+        batch, metrics, times = sample_batch(
+            self.policy, self.sampler, self.reward_fn, config, pad_id=self._pad_id,
+            seed=config.seed * 1_000_003 + self.step_count * 1_009,  # sampling is reproducible per step
+        )
         started = time.perf_counter()
-        torch.manual_seed(config.seed * 1_000_003 + self.step_count)  # sampling is reproducible per step
-        problems = self.sampler.next_batch()
-        rollout = generate(
-            policy.model, policy.tokenizer, [p.prompt for p in problems], n=config.samples_per_prompt,
-            max_prompt_length=config.max_prompt_length, max_new_tokens=config.max_response_length,
-            temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
-            batch_size=config.rollout_batch_size,
+        loss_mask = batch.rollout.response_mask.clone()  # [N, R]
+        truncated = torch.tensor([f == "length" for f in batch.rollout.finish_reasons])  # [N]
+        if config.overlong_filter:
+            loss_mask[truncated] = False  # DAPO's overlong filtering: truncated responses stay out of the loss
+        metrics["overlong/filtered_frac"] = float(config.overlong_filter) * truncated.float().mean().item()
+        advantages = group_advantages(batch.rewards, config.samples_per_prompt)  # [N]
+        old_log_probs = self._log_probs(batch.rollout, grad=False)  # [N, R]
+        shape = batch.rollout.response_ids.shape
+        return _Pending(
+            batch=batch, loss_mask=loss_mask, advantages=advantages, old_log_probs=old_log_probs,
+            weights=torch.ones(shape), future_kl=torch.zeros(shape), log_ratio=torch.zeros(shape),
+            mini_batch=torch.zeros(shape[0], dtype=torch.long), metrics=metrics,
+            times={**times, "logprob_s": time.perf_counter() - started, "update_s": 0.0},
         )
-        generated = time.perf_counter()
-        group = config.samples_per_prompt
-        rows_problems = [p for p in problems for _ in range(group)]
-        prompts = [format_prompt(policy.tokenizer, p.prompt) for p in rows_problems]
-        responses = [
-            policy.tokenizer.decode(ids[mask], skip_special_tokens=True)
-            for ids, mask in zip(rollout.response_ids, rollout.response_mask)
-        ]
-        scored = score_responses(self.reward_fn, prompts, responses, rows_problems)
-        rewards = torch.tensor([s.reward for s in scored], dtype=torch.float32)  # [N]
-        advantages = group_advantages(rewards, group)  # [N]
 
-        logprob_start = time.perf_counter()
-        old_log_probs = self._log_probs(rollout, grad=False)  # [N, R]
-        logprob_s = time.perf_counter() - logprob_start
-
-        update_start = time.perf_counter()
-        update = self._update(rollout, old_log_probs, advantages)
-        update_s = time.perf_counter() - update_start
-
-        lr = self.optimizer.param_groups[0]["lr"]
-        self.scheduler.step()
-        self.step_count += 1
-        step_s = time.perf_counter() - started
-        lengths = rollout.response_lengths
-        groups = rewards.view(-1, group)
-        metrics = {
-            "step": self.step_count,
-            "reward/mean": rewards.mean().item(),
-            "reward/std": rewards.std().item() if len(rewards) > 1 else 0.0,
-            "accuracy/mean": sum(s.correct for s in scored) / len(scored),
-            **length_metrics(lengths),
-            "response/truncated_frac": sum(r == "length" for r in rollout.finish_reasons) / len(rollout),
-            "response/empty_frac": sum(not r.strip() for r in responses) / len(responses),
-            "prompt/truncated": float(rollout.prompts_truncated),
-            "groups/all_equal_frac": (groups.max(dim=1).values == groups.min(dim=1).values).float().mean().item(),
-            **update.pop("metrics"),
-            "lr": lr,
-            "time/generate_s": generated - started,
-            "time/logprob_s": logprob_s,
-            "time/update_s": update_s,
-            "time/step_s": step_s,
-            "tokens_per_s": float(lengths.sum()) / step_s,
-        }
-        if rollout.prompts_truncated:
-            warnings.warn(f"step {self.step_count}: {rollout.prompts_truncated} prompt(s) longer than "
-                          f"max_prompt_length={config.max_prompt_length} were cut on the left", stacklevel=2)
-        self._log(metrics)
-        return StepResult(
-            step=self.step_count, metrics=metrics, rollout=rollout, prompts=prompts, responses=responses,
-            rewards=rewards, correct=[s.correct for s in scored], advantages=advantages,
-            old_log_probs=old_log_probs, problems=rows_problems, **update,
-        )
+    @property
+    def _pad_id(self) -> int:
+        tokenizer = self.policy.tokenizer
+        return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def _micro_batches(self, rows: range) -> list[range]:
         size = self.config.micro_batch_size
         return [range(start, min(start + size, rows.stop)) for start in range(rows.start, rows.stop, size)]
 
-    def _log_probs(self, rollout: Rollout, *, grad: bool, rows: range | None = None) -> torch.Tensor:
+    def _log_probs(self, rollout: Rollout, *, grad: bool, rows: list[int] | None = None) -> torch.Tensor:
         """Per-token log-probs of `rows` ([n, R], 0 at padding), micro-batch by micro-batch."""
-        rows = rows if rows is not None else range(len(rollout))
+        rows = list(range(len(rollout))) if rows is None else list(rows)
         out = torch.zeros(len(rows), rollout.response_ids.shape[1])
         with torch.set_grad_enabled(grad):
-            for micro in self._micro_batches(rows):
-                values = self._micro_log_probs(rollout.select(micro))
-                out[micro.start - rows.start: micro.stop - rows.start, : values.shape[1]] = values.detach().cpu()
+            for micro in self._micro_batches(range(len(rows))):
+                values = self._micro_log_probs(rollout.select([rows[i] for i in micro]))
+                out[micro.start: micro.stop, : values.shape[1]] = values.detach().cpu()
         return out
 
     def _micro_log_probs(self, part: Rollout) -> torch.Tensor:
@@ -225,118 +248,236 @@ class FIPOTrainer:
             temperature=self.config.temperature or 1.0, chunk_size=self.config.logprob_chunk_size,
         )  # [n, R_part]
 
-    def _update(self, rollout: Rollout, old_log_probs: torch.Tensor, advantages: torch.Tensor) -> dict:
-        """One optimizer update per mini-batch, in rollout order; returns metrics and per-token weights."""
+    def _run_update(self, pending: _Pending) -> bool:
+        """The next mini-batch's optimizer update; True once the step has no update left."""
         config = self.config
-        n_rows, width = rollout.response_ids.shape
+        rollout, n_rows = pending.batch.rollout, len(pending.batch.rollout)
         rows_per_update = config.mini_batch_size * config.samples_per_prompt
-        weights, fkl = torch.ones(n_rows, width), torch.zeros(n_rows, width)
-        mini_batch = torch.zeros(n_rows, dtype=torch.long)
+        if pending.next_update * rows_per_update >= n_rows:
+            return True
+        started = time.perf_counter()
+        index = pending.next_update
+        rows = range(index * rows_per_update, min((index + 1) * rows_per_update, n_rows))
+        pending.mini_batch[rows.start: rows.stop] = index
+        loss_mask = pending.loss_mask
+        num_tokens = int(loss_mask[rows.start: rows.stop].sum())
         params = self.policy.trainable_parameters()
-        parts, grad_norms, skipped = [], [], 0
-        for index, start in enumerate(range(0, n_rows, rows_per_update)):
-            rows = range(start, min(start + rows_per_update, n_rows))
-            mini_batch[start: rows.stop] = index
-            num_tokens = int(rollout.response_mask[start: rows.stop].sum())
-            self.optimizer.zero_grad(set_to_none=True)
-            finite = True
-            for micro in self._micro_batches(rows):
-                part = rollout.select(micro)
-                log_prob = self._micro_log_probs(part)  # [n, r] with grad
-                r = log_prob.shape[1]
-                out = policy_loss(
-                    log_prob, old_log_probs[micro.start: micro.stop, :r].to(log_prob.device),
-                    advantages[micro.start: micro.stop].to(log_prob.device), part.response_mask.to(log_prob.device),
-                    config.fipo, num_tokens=num_tokens, num_sequences=len(rows),
-                )
-                if not torch.isfinite(out.loss):
-                    finite = False
-                    break
-                out.loss.backward()
-                parts.append(out.metrics)
-                weights[micro.start: micro.stop, :r] = out.weights.float().cpu()
-                fkl[micro.start: micro.stop, :r] = out.future_kl.float().cpu()
-            norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip or float("inf"))
-            if finite and torch.isfinite(norm):
-                self.optimizer.step()
-                grad_norms.append(norm.item())
-            else:
-                skipped += 1
-                warnings.warn(f"step {self.step_count + 1}, update {index}: non-finite loss or gradient; "
-                              "update skipped, weights untouched", stacklevel=3)
-            self.optimizer.zero_grad(set_to_none=True)
-        metrics = merge_loss_metrics(parts)
+        self.optimizer.zero_grad(set_to_none=True)
+        finite = True
+        for micro in self._micro_batches(rows):
+            part = rollout.select(micro)
+            log_prob = self._micro_log_probs(part)  # [n, r] with grad
+            r, device = log_prob.shape[1], log_prob.device
+            old = pending.old_log_probs[micro.start: micro.stop, :r].to(device)  # [n, r]
+            mask = loss_mask[micro.start: micro.stop, :r].to(device)  # [n, r]
+            out = policy_loss(log_prob, old, pending.advantages[micro.start: micro.stop].to(device), mask,
+                              config.fipo, num_tokens=num_tokens, num_sequences=len(rows))
+            if not torch.isfinite(out.loss):
+                finite = False
+                break
+            out.loss.backward()
+            pending.parts.append(out.metrics)
+            bound = config.fipo.log_ratio_clamp
+            delta = torch.where(mask, (log_prob.detach() - old).clamp(-bound, bound), torch.zeros_like(old))
+            pending.log_ratio[micro.start: micro.stop, :r] = delta.float().cpu()
+            pending.weights[micro.start: micro.stop, :r] = out.weights.float().cpu()
+            pending.future_kl[micro.start: micro.stop, :r] = out.future_kl.float().cpu()
+        norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip or float("inf"))
+        if finite and torch.isfinite(norm):
+            self.optimizer.step()
+            pending.grad_norms.append(norm.item())
+        else:
+            pending.skipped += 1
+            warnings.warn(f"step {self.step_count + 1}, update {index}: non-finite loss or gradient; "
+                          "update skipped, weights untouched", stacklevel=3)
+        self.optimizer.zero_grad(set_to_none=True)
+        pending.next_update += 1
+        pending.times["update_s"] += time.perf_counter() - started
+        return pending.next_update * rows_per_update >= n_rows
+
+    def _finish_step(self) -> StepResult:
+        pending, config = self._pending, self.config
+        batch, rollout = pending.batch, pending.batch.rollout
+        started = time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        self.step_count += 1
+        rewards, group = batch.rewards, config.samples_per_prompt
+        groups = rewards.view(-1, group)
+        metrics = {
+            "step": self.step_count,
+            "reward/mean": rewards.mean().item(),
+            "reward/std": rewards.std().item() if len(rewards) > 1 else 0.0,
+            "accuracy/mean": sum(s.correct for s in batch.scored) / len(batch.scored),
+            **length_metrics(rollout.response_lengths),
+            "response/truncated_frac": sum(r == "length" for r in rollout.finish_reasons) / len(rollout),
+            "response/empty_frac": sum(not r.strip() for r in batch.responses) / len(batch.responses),
+            "groups/all_equal_frac": (groups.max(dim=1).values == groups.min(dim=1).values).float().mean().item(),
+            **pending.metrics,
+            **merge_loss_metrics(pending.parts),
+            "update/count": float(pending.next_update),
+            "update/skipped": float(pending.skipped),
+            "grad_norm": sum(pending.grad_norms) / len(pending.grad_norms) if pending.grad_norms else 0.0,
+            "grad_norm_max": max(pending.grad_norms) if pending.grad_norms else 0.0,
+            "lr": lr,
+        }
+        result = StepResult(
+            step=self.step_count, metrics=metrics, rollout=rollout, prompts=batch.prompts, responses=batch.responses,
+            rewards=rewards, correct=[s.correct for s in batch.scored], advantages=pending.advantages,
+            old_log_probs=pending.old_log_probs, weights=pending.weights, future_kl=pending.future_kl,
+            log_ratio=pending.log_ratio, mini_batch=pending.mini_batch, problems=batch.problems,
+        )
+        if config.trace_samples:
+            self._write_traces(result)
+        trace_s = time.perf_counter() - started
+        if self.eval_problems and config.eval_every and self.step_count % config.eval_every == 0:
+            metrics.update(self.evaluate())
+        times = pending.times
+        step_s = sum(times.values()) + trace_s
         metrics.update({
-            "update/count": float(math.ceil(n_rows / rows_per_update)),
-            "update/skipped": float(skipped),
-            "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else 0.0,
-            "grad_norm_max": max(grad_norms) if grad_norms else 0.0,
+            "time/generate_s": times["generate_s"], "time/reward_s": times["reward_s"],
+            "time/logprob_s": times["logprob_s"], "time/update_s": times["update_s"], "time/step_s": step_s,
+            "tokens_per_s": float(rollout.response_lengths.sum()) / step_s,
         })
-        return {"metrics": metrics, "weights": weights, "future_kl": fkl, "mini_batch": mini_batch}
+        self._pending = None
+        self._log(metrics)
+        if config.save_every > 0 and self.step_count % config.save_every == 0:
+            self.save()
+        return result
 
-    # ------------------------------------------------------------------ loops and logs
+    # ------------------------------------------------------------------ traces and evaluation
 
-    def train(self, steps: int | None = None, *, progress: bool = True, table: bool = False, callback=None):
-        """Run `steps` more steps (default: config.steps) with a tqdm.auto bar; returns their metrics.
+    def _write_traces(self, result: StepResult) -> None:
+        config, tokenizer = self.config, self.policy.tokenizer
+        rows = trace.select_rows(result.mini_batch, result.advantages, config.trace_samples,
+                                 seed=config.seed * 7919 + result.step)
+        post = None
+        if config.trace_post_update and rows:
+            mask = result.rollout.response_mask[rows]  # [k, R]
+            new = self._log_probs(result.rollout, grad=False, rows=rows)  # [k, R] after the last update
+            post = future_kl(new - result.old_log_probs[rows], mask, decay_rate=config.fipo.decay_rate,
+                             dual_clip=config.fipo.dual_clip, log_ratio_clamp=config.fipo.log_ratio_clamp)
+        records = []
+        for i, row in enumerate(rows):
+            length = int(result.rollout.response_lengths[row])
+            ids = result.rollout.response_ids[row, :length].tolist()
+            pieces = trace.token_pieces(tokenizer, ids)
+            values = lambda t: t[row, :length].tolist()  # noqa: E731
+            records.append({
+                "step": result.step, "sample": row, "problem_id": result.problems[row].id,
+                "mini_batch": int(result.mini_batch[row]), "loss": config.fipo.loss, "prompt": result.prompts[row],
+                "response": "".join(pieces), "answer": result.problems[row].answer,
+                "reward": float(result.rewards[row]), "advantage": float(result.advantages[row]),
+                "correct": bool(result.correct[row]), "finish_reason": result.rollout.finish_reasons[row],
+                "token_ids": ids, "tokens": pieces, "log_ratio": values(result.log_ratio),
+                "ratio": torch.exp(result.log_ratio[row, :length]).tolist(), "future_kl": values(result.future_kl),
+                "weight": values(result.weights), "post_update_future_kl": post[i, :length].tolist() if post is not None
+                else None,
+            })
+        trace.write_step(self.out_dir, result.step, records)
 
-        table=True prints one row per step; callback(result) runs after every step (e.g. to plot).
+    def evaluate(self) -> dict[str, float]:
+        """avg@k / pass@k and lengths on the held-out problems; appended to OUT/eval.jsonl."""
+        if not self.eval_problems:
+            raise ValueError("evaluate: no held-out problems (set TrainConfig.eval_data or pass eval_problems)")
+        config = self.config
+        started = time.perf_counter()
+        metrics = evaluate(
+            self.policy, self.eval_problems, self.reward_fn, k=config.eval_k, max_prompt_length=config.max_prompt_length,
+            max_new_tokens=config.max_response_length, temperature=config.eval_temperature, top_p=config.eval_top_p,
+            batch_size=config.rollout_batch_size, seed=config.seed * 15_485_863 + self.step_count,
+        )
+        metrics["time/eval_s"] = time.perf_counter() - started
+        self.log.append_eval(self.step_count, metrics)
+        return metrics
+
+    # ------------------------------------------------------------------ loops, logs, checkpoints
+
+    def train(self, steps: int | None = None, *, until: int | None = None, progress: bool = True,
+              table: bool = False, callback=None) -> list[dict[str, float]]:
+        """Run `steps` more steps (default config.steps), or until step `until`; returns their metrics.
+
+        A tqdm.auto bar works in notebooks and terminals; table=True prints a row per step;
+        callback(result) runs after every step. Checkpoints follow `config.save_every`.
+        Interrupting stops at a safe point (see `step`); calling train() again continues.
         """
         from tqdm.auto import tqdm
 
+        if until is not None:
+            steps = max(until - self.step_count, 0)
         steps = self.config.steps if steps is None else steps
         done = []
-        bar = tqdm(total=steps, desc="FIPO" if self.config.fipo.loss == "fipo" else self.config.fipo.loss.upper(),
-                   disable=not progress, unit="step")
+        name = "FIPO" if self.config.fipo.loss == "fipo" else self.config.fipo.loss.upper()
+        bar = tqdm(total=steps, desc=name, disable=not progress, unit="step")
         if table:
             bar.write(format_table_header())
         try:
-            for _ in range(steps):
-                result = self.step()
-                done.append(result.metrics)
-                bar.update(1)
-                bar.set_postfix(reward=f"{result.metrics['reward/mean']:.2f}",
-                                len=f"{result.metrics['length/mean']:.0f}")
-                if table:
-                    bar.write(format_table_row(result.metrics))
-                if callback is not None:
-                    callback(result)
+            with self.interrupt:
+                for _ in range(steps):
+                    result = self._step()
+                    done.append(result.metrics)
+                    bar.update(1)
+                    bar.set_postfix(reward=f"{result.metrics['reward/mean']:.2f}",
+                                    len=f"{result.metrics['length/mean']:.0f}")
+                    if table:
+                        bar.write(format_table_row(result.metrics))
+                    if callback is not None:
+                        callback(result)
+                    self.interrupt.check(f"stopped after step {self.step_count}")
+            if self.config.save_every >= 0 and steps:
+                self.save()
         finally:
             bar.close()
         return done
 
     def _log(self, metrics: dict[str, float]) -> None:
         self.history.append(metrics)
-        with open(self.out_dir / "metrics.jsonl", "a") as handle:
-            handle.write(json.dumps(metrics) + "\n")
-        if self._tensorboard is not None:
-            for key, value in metrics.items():
-                if key != "step":
-                    self._tensorboard.add_scalar(key, value, metrics["step"])
-            self._tensorboard.flush()
+        self.log.append(metrics)
 
+    def save(self) -> Path:
+        """Checkpoint the completed steps to OUT/checkpoints/step-N (atomically); returns the folder."""
+        if self._pending is not None:
+            raise RuntimeError("save: a step is half done; call step() to finish it first")
+        return write_checkpoint(self.out_dir, self.step_count, lambda folder: save_training_state(
+            folder, policy=self.policy, optimizer=self.optimizer, scheduler=self.scheduler, sampler=self.sampler,
+            step=self.step_count, config=self.config,
+        ))
 
-_TABLE = [("step", "step", "{:>4.0f}"), ("reward", "reward/mean", "{:>+7.3f}"), ("acc", "accuracy/mean", "{:>5.2f}"),
-          ("len", "length/mean", "{:>6.1f}"), ("w_mean", "fipo/weight_mean", "{:>6.3f}"),
-          ("w_max", "fipo/weight_max", "{:>6.3f}"), ("fkl", "fipo/future_kl_mean", "{:>+8.4f}"),
-          ("clip", "policy/clip_frac", "{:>5.3f}"), ("kl", "policy/approx_kl", "{:>+8.5f}"),
-          ("gnorm", "grad_norm", "{:>6.3f}"), ("sec", "time/step_s", "{:>6.1f}")]
+    def load_checkpoint(self, folder) -> None:
+        """Restore weights, optimizer, scheduler, RNG and data order from a checkpoint folder;
+        metrics, evaluations and traces of later steps are dropped (the run continues from there)."""
+        self.step_count = load_training_state(folder, policy=self.policy, optimizer=self.optimizer,
+                                              scheduler=self.scheduler, sampler=self.sampler)
+        self._pending = None
+        self._clear_run_files(self.step_count)
 
+    @classmethod
+    def resume(cls, run_dir, *, fallback: bool = False, config: TrainConfig | None = None, **kwargs) -> "FIPOTrainer":
+        """A trainer continuing the newest complete checkpoint of `run_dir` (config from the checkpoint
+        unless given). A bad newest checkpoint raises CheckpointError naming the file; fallback=True
+        uses the previous complete one instead."""
+        folder = latest_checkpoint(run_dir, fallback=fallback)
+        if folder is None:
+            raise CheckpointError(f"no checkpoint in {Path(run_dir) / 'checkpoints'}")
+        if config is None:
+            config = TrainConfig(**json.loads((folder / "config.json").read_text()))
+            config.output_dir = str(run_dir)
+        trainer = cls(config, _resuming=True, **kwargs)
+        trainer.load_checkpoint(folder)
+        return trainer
 
-def format_table_header() -> str:
-    return " ".join(f"{name:>{len(fmt.format(0.0))}}" for name, _, fmt in _TABLE)
-
-
-def format_table_row(metrics: dict[str, float]) -> str:
-    return " ".join(fmt.format(metrics.get(key, float("nan"))) for _, key, fmt in _TABLE)
+    def _clear_run_files(self, step: int) -> None:
+        """Drop what the run wrote after `step`; 0 starts a new run here (earlier checkpoints go too)."""
+        if step == 0:
+            old = list_checkpoints(self.out_dir)
+            if old or self.log.metrics_path.exists() and self.log.metrics_path.stat().st_size:
+                warnings.warn(f"starting a new run in {self.out_dir}: the earlier run's metrics, traces and "
+                              f"{len(old)} checkpoint(s) there are removed", stacklevel=3)
+            for _, folder in old:
+                shutil.rmtree(folder)
+        self.history = self.log.keep_until(step)
+        trace.remove_after(self.out_dir, step)
 
 
 def _target_modules(spec: str):
     return spec if spec == "all-linear" else [m.strip() for m in spec.split(",") if m.strip()]
-
-
-def _tensorboard_writer(out_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard not installed: JSON lines only
-        return None
-    return SummaryWriter(log_dir=str(out_dir / "tensorboard"))

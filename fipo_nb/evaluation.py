@@ -1,0 +1,66 @@
+"""Evaluation: k samples per held-out problem, accuracy avg@k and pass@k, response lengths.
+
+avg@k is the mean accuracy over all k x problems samples (the paper's AIME "avg@32"); pass@k
+is the share of problems with at least one correct sample among their k.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .rewards import score_responses
+from .rollout import format_prompt, generate
+
+
+def length_metrics(lengths: torch.Tensor, prefix: str = "length") -> dict[str, float]:
+    """min / q25 / median / mean / q75 / max of response lengths (tokens), as the paper plots them."""
+    values = lengths.double()
+    q25, median, q75 = torch.quantile(values, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)).tolist()
+    return {
+        f"{prefix}/mean": values.mean().item(), f"{prefix}/median": median, f"{prefix}/q25": q25,
+        f"{prefix}/q75": q75, f"{prefix}/min": values.min().item(), f"{prefix}/max": values.max().item(),
+    }
+
+
+def evaluate(
+    policy,
+    problems,
+    reward_fn,
+    *,
+    k: int,
+    max_prompt_length: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    batch_size: int | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Sample k responses per problem and score them; returns "eval/..." metrics.
+
+    Runs under its own RNG seed, restoring the caller's afterwards, so evaluating in the middle
+    of training does not change what training samples next.
+    """
+    if not problems:
+        raise ValueError("evaluate: no problems")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        rollout = generate(
+            policy.model, policy.tokenizer, [p.prompt for p in problems], n=k, max_prompt_length=max_prompt_length,
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, batch_size=batch_size,
+        )
+    rows = [p for p in problems for _ in range(k)]
+    responses = [
+        policy.tokenizer.decode(ids[mask], skip_special_tokens=True)
+        for ids, mask in zip(rollout.response_ids, rollout.response_mask)
+    ]
+    prompts = [format_prompt(policy.tokenizer, p.prompt) for p in rows]
+    scored = score_responses(reward_fn, prompts, responses, rows)
+    correct = torch.tensor([s.correct for s in scored], dtype=torch.float64).view(len(problems), k)  # [P, k]
+    return {
+        f"eval/avg@{k}": correct.mean().item(),
+        f"eval/pass@{k}": (correct.max(dim=1).values > 0).double().mean().item(),
+        "eval/reward_mean": sum(s.reward for s in scored) / len(scored),
+        "eval/truncated_frac": sum(r == "length" for r in rollout.finish_reasons) / len(rollout),
+        "eval/problems": float(len(problems)),
+        **length_metrics(rollout.response_lengths, "eval/length"),
+    }

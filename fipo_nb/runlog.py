@@ -1,0 +1,76 @@
+"""The run's log on disk: OUT/metrics.jsonl and OUT/eval.jsonl (one JSON object per line),
+TensorBoard scalars when tensorboard is installed, and the per-step table printed in terminals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+TABLE = [("step", "step", "{:>4.0f}"), ("reward", "reward/mean", "{:>+7.3f}"), ("acc", "accuracy/mean", "{:>5.2f}"),
+         ("len", "length/mean", "{:>6.1f}"), ("w_mean", "fipo/weight_mean", "{:>6.3f}"),
+         ("w_max", "fipo/weight_max", "{:>6.3f}"), ("fkl", "fipo/future_kl_mean", "{:>+8.4f}"),
+         ("clip", "policy/clip_frac", "{:>5.3f}"), ("kl", "policy/approx_kl", "{:>+8.5f}"),
+         ("gnorm", "grad_norm", "{:>6.3f}"), ("sec", "time/step_s", "{:>6.1f}")]
+
+
+def format_table_header() -> str:
+    return " ".join(f"{name:>{len(fmt.format(0.0))}}" for name, _, fmt in TABLE)
+
+
+def format_table_row(metrics: dict[str, float]) -> str:
+    return " ".join(fmt.format(metrics.get(key, float("nan"))) for _, key, fmt in TABLE)
+
+
+def read_jsonl(path) -> list[dict]:
+    """Rows of a JSON-lines file ([] if it does not exist); a broken line raises ValueError naming it."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}: line {number} is not JSON ({err})") from err
+    return rows
+
+
+class RunLog:
+    """Appends metrics and evaluations of a run in `out_dir`."""
+
+    def __init__(self, out_dir):
+        self.out_dir = Path(out_dir)
+        self.metrics_path = self.out_dir / "metrics.jsonl"
+        self.eval_path = self.out_dir / "eval.jsonl"
+        self._tensorboard = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tensorboard = SummaryWriter(log_dir=str(self.out_dir / "tensorboard"))
+        except ImportError:  # tensorboard not installed: JSON lines only
+            pass
+
+    def append(self, metrics: dict[str, float]) -> None:
+        with open(self.metrics_path, "a") as handle:
+            handle.write(json.dumps(metrics) + "\n")
+        if self._tensorboard is not None:
+            for key, value in metrics.items():
+                if key != "step":
+                    self._tensorboard.add_scalar(key, value, metrics["step"])
+            self._tensorboard.flush()
+
+    def append_eval(self, step: int, metrics: dict[str, float]) -> None:
+        with open(self.eval_path, "a") as handle:
+            handle.write(json.dumps({"step": step, **metrics}) + "\n")
+
+    def keep_until(self, step: int) -> list[dict]:
+        """Drop rows of steps after `step` from both files; returns the metrics rows kept."""
+        kept = []
+        for path in (self.metrics_path, self.eval_path):
+            if path.exists():
+                rows = [row for row in read_jsonl(path) if row["step"] <= step]
+                path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+                if path == self.metrics_path:
+                    kept = rows
+        return kept

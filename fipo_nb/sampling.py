@@ -1,0 +1,119 @@
+"""A step's training batch: generation batches, rewards with overlong shaping, dynamic sampling.
+
+Without dynamic sampling a step is one generation batch of `prompts_per_step` prompts. With
+it (DAPO), generation batches of `gen_prompts_per_batch` prompts are drawn until
+`prompts_per_step` groups with differing accuracy (or reward) are found, or
+`max_num_gen_batches` is reached, in which case the step trains on the groups it has.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from .config import TrainConfig
+from .core import informative_groups
+from .rewards import overlong_penalty, score_responses
+from .rollout import Rollout, concat_rollouts, format_prompt, generate
+
+
+@dataclass
+class Batch:
+    """Sampled, scored rows, grouped: rows g*G .. g*G+G-1 share prompt g."""
+
+    rollout: Rollout
+    problems: list
+    prompts: list[str]  # formatted prompt text per row
+    responses: list[str]  # decoded response text per row
+    scored: list  # RewardResult per row
+    rewards: torch.Tensor  # [N] reward + overlong penalty
+    penalty: torch.Tensor  # [N] the overlong penalty alone (<= 0)
+
+    def select_groups(self, groups: list[int]) -> "Batch":
+        group = self.rollout.group_size
+        rows = [g * group + i for g in groups for i in range(group)]
+        return Batch(
+            rollout=self.rollout.select(rows), problems=[self.problems[r] for r in rows],
+            prompts=[self.prompts[r] for r in rows], responses=[self.responses[r] for r in rows],
+            scored=[self.scored[r] for r in rows], rewards=self.rewards[rows], penalty=self.penalty[rows],
+        )
+
+
+def generate_batch(policy, problems, reward_fn, config: TrainConfig) -> tuple[Batch, float, float]:
+    """G responses per problem, scored and shaped; returns (batch, generate seconds, reward seconds)."""
+    started = time.perf_counter()
+    rollout = generate(
+        policy.model, policy.tokenizer, [p.prompt for p in problems], n=config.samples_per_prompt,
+        max_prompt_length=config.max_prompt_length, max_new_tokens=config.max_response_length,
+        temperature=config.temperature, top_p=config.top_p, top_k=config.top_k, batch_size=config.rollout_batch_size,
+    )
+    generated = time.perf_counter()
+    rows = [p for p in problems for _ in range(config.samples_per_prompt)]
+    prompts = [format_prompt(policy.tokenizer, p.prompt) for p in rows]
+    responses = [policy.tokenizer.decode(ids[mask], skip_special_tokens=True)
+                 for ids, mask in zip(rollout.response_ids, rollout.response_mask)]
+    scored = score_responses(reward_fn, prompts, responses, rows)
+    rewards = torch.tensor([s.reward for s in scored], dtype=torch.float32)  # [N]
+    penalty = torch.zeros_like(rewards)  # [N]
+    if config.overlong_buffer:
+        penalty = torch.tensor(overlong_penalty(rollout.response_lengths.tolist(), config.max_response_length,
+                                                config.overlong_buffer, config.overlong_penalty))
+    batch = Batch(rollout, rows, prompts, responses, scored, rewards + penalty, penalty)
+    return batch, generated - started, time.perf_counter() - generated
+
+
+def sample_batch(policy, sampler, reward_fn, config: TrainConfig, *, seed: int, pad_id: int):
+    """The training batch of one step and its sampling metrics. `seed` seeds generation batch i as seed + i."""
+    group = config.samples_per_prompt
+    parts, generated = [], []
+    kept_groups = dropped_groups = 0
+    times = {"generate_s": 0.0, "reward_s": 0.0}
+    while True:
+        torch.manual_seed(seed + len(generated))  # reproducible whatever came before
+        batch, generate_s, reward_s = generate_batch(policy, sampler.next_batch(), reward_fn, config)
+        times["generate_s"] += generate_s
+        times["reward_s"] += reward_s
+        generated.append(batch)
+        groups = list(range(len(batch.problems) // group))
+        if config.dynamic_sampling:
+            values = torch.tensor([float(s.correct) for s in batch.scored]) if config.filter_metric == "accuracy" \
+                else batch.rewards
+            informative = informative_groups(values, group).tolist()
+            dropped_groups += len(informative) - sum(informative)
+            groups = [g for g in groups if informative[g]][: config.prompts_per_step - kept_groups]
+        if groups:
+            kept_groups += len(groups)
+            parts.append(batch.select_groups(groups))
+        if not config.dynamic_sampling or kept_groups >= config.prompts_per_step \
+                or len(generated) >= config.max_num_gen_batches:
+            break
+    incomplete = config.dynamic_sampling and kept_groups < config.prompts_per_step
+    if not parts:  # nothing informative at all: the last batch as it is (all advantages 0)
+        parts = [generated[-1].select_groups(list(range(config.prompts_per_step)))]
+    batch = Batch(
+        rollout=concat_rollouts([p.rollout for p in parts], pad_id),
+        problems=[x for p in parts for x in p.problems], prompts=[x for p in parts for x in p.prompts],
+        responses=[x for p in parts for x in p.responses], scored=[x for p in parts for x in p.scored],
+        rewards=torch.cat([p.rewards for p in parts]), penalty=torch.cat([p.penalty for p in parts]),
+    )
+    truncated_prompts = sum(b.rollout.prompts_truncated for b in generated)
+    every = [s for b in generated for s in b.scored]
+    metrics = {
+        "dynamic_sampling/gen_batches": float(len(generated)),
+        "dynamic_sampling/kept_groups": float(kept_groups),
+        "dynamic_sampling/dropped_groups": float(dropped_groups),
+        "dynamic_sampling/incomplete": float(incomplete),
+        "accuracy/generated_mean": sum(s.correct for s in every) / len(every),
+        "overlong/penalty_mean": batch.penalty.mean().item(),
+        "prompt/truncated": float(truncated_prompts),
+    }
+    if incomplete:
+        warnings.warn(f"{kept_groups} informative group(s) after {len(generated)} generation batches, fewer than "
+                      f"prompts_per_step={config.prompts_per_step}: training on what there is", stacklevel=3)
+    if truncated_prompts:
+        warnings.warn(f"{truncated_prompts} prompt(s) longer than max_prompt_length={config.max_prompt_length} "
+                      "were cut on the left", stacklevel=3)
+    return batch, metrics, times

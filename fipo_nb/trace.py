@@ -1,0 +1,118 @@
+"""Per-token traces: what each token of a few sampled responses went through in its update.
+
+A record holds one response of one step: its prompt, reward, advantage, the mini-batch that
+used it, its token ids, the decoded piece of every token (joined, they give the response text
+exactly, the stop token included), and per-token float arrays: log_ratio (log pi_theta -
+log pi_old at the moment of its update), ratio, future_kl, weight, and optionally
+post_update_future_kl (Future-KL of the whole step's update, after the last mini-batch).
+Rows of the first mini-batch always show weight 1: the policy had not moved yet.
+
+Storage: one Parquet file per step, RUN_DIR/traces/step-000001.parquet, written once under a
+temporary name and renamed, so appending a step never rewrites older ones.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TOKEN_ARRAYS = ("log_ratio", "ratio", "future_kl", "weight", "post_update_future_kl")
+
+SCHEMA = pa.schema([
+    ("step", pa.int32()), ("sample", pa.int32()), ("problem_id", pa.string()), ("mini_batch", pa.int32()),
+    ("loss", pa.string()), ("prompt", pa.string()), ("response", pa.string()), ("answer", pa.string()),
+    ("reward", pa.float64()), ("advantage", pa.float64()), ("correct", pa.bool_()), ("finish_reason", pa.string()),
+    ("token_ids", pa.list_(pa.int32())), ("tokens", pa.list_(pa.string())),
+    *[(name, pa.list_(pa.float32())) for name in TOKEN_ARRAYS],
+])
+
+
+def token_pieces(tokenizer, ids: list[int]) -> list[str]:
+    """The text each token adds, so that "".join(pieces) == tokenizer.decode(ids) exactly.
+
+    Decodes a sliding window (as text-generation servers stream tokens): a token that ends
+    inside a multi-byte character adds "" and the token completing it adds the character.
+    Special tokens keep their text ("<|im_end|>").
+    """
+    pieces, prefix, read = [], 0, 0
+    for end in range(1, len(ids) + 1):
+        before = tokenizer.decode(ids[prefix:read])
+        now = tokenizer.decode(ids[prefix:end])
+        if len(now) > len(before) and not now.endswith("\ufffd"):
+            pieces.append(now[len(before):])
+            prefix, read = read, end
+        else:
+            pieces.append("")
+    if read < len(ids) and pieces:  # ends inside a character: the rest goes to the last token
+        pieces[-1] += tokenizer.decode(ids[prefix:])[len(tokenizer.decode(ids[prefix:read])):]
+    return pieces
+
+
+def select_rows(mini_batch, advantages, count: int, seed: int) -> list[int]:
+    """`count` rows spread over mini-batches and advantage signs, round-robin, seeded.
+
+    Buckets (mini-batch 0, A > 0), (0, A < 0), (1, A > 0), ... are visited in turn, one row
+    from each; rows with A == 0 (no learning signal) come last.
+    """
+    rng = random.Random(seed)
+    buckets: dict[tuple[int, int], list[int]] = {}
+    for row, (mb, adv) in enumerate(zip(mini_batch.tolist(), advantages.tolist())):
+        sign = 0 if adv > 0 else 1 if adv < 0 else 2
+        buckets.setdefault((sign == 2, mb, sign), []).append(row)
+    queues = [rng.sample(rows, len(rows)) for _, rows in sorted(buckets.items())]
+    chosen = []
+    while len(chosen) < count and any(queues):
+        for queue in queues:
+            if queue and len(chosen) < count:
+                chosen.append(queue.pop())
+    return sorted(chosen)
+
+
+def step_path(run_dir, step: int) -> Path:
+    return Path(run_dir) / "traces" / f"step-{step:06d}.parquet"
+
+
+def write_step(run_dir, step: int, records: list[dict]) -> Path:
+    """Write one step's records (dicts with SCHEMA's fields) to their own Parquet file."""
+    path = step_path(run_dir, step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist([{name: r.get(name) for name in SCHEMA.names} for r in records], schema=SCHEMA)
+    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    pq.write_table(table, temporary)
+    temporary.replace(path)
+    return path
+
+
+def remove_after(run_dir, step: int) -> None:
+    """Delete traces of steps after `step` (a resumed run writes them again)."""
+    for path in (Path(run_dir) / "traces").glob("step-*.parquet"):
+        if int(path.stem.removeprefix("step-")) > step:
+            path.unlink()
+
+
+def trace_steps(run_dir) -> list[int]:
+    return sorted(int(p.stem.removeprefix("step-")) for p in (Path(run_dir) / "traces").glob("step-*.parquet"))
+
+
+def load_traces(run_dir, steps=None):
+    """A pandas DataFrame, one row per record; token arrays are numpy arrays (float32 / int32).
+
+    steps: None for all, an int, or an iterable of ints. A missing step raises FileNotFoundError
+    naming it.
+    """
+    import pandas as pd
+
+    wanted = trace_steps(run_dir) if steps is None else [steps] if isinstance(steps, int) else list(steps)
+    frames = []
+    for step in wanted:
+        path = step_path(run_dir, step)
+        if not path.exists():
+            raise FileNotFoundError(f"no trace of step {step} in {Path(run_dir) / 'traces'}")
+        frames.append(pq.read_table(path).to_pandas())
+    if not frames:
+        return pd.DataFrame(columns=SCHEMA.names)
+    return pd.concat(frames, ignore_index=True)

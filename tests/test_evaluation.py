@@ -1,0 +1,40 @@
+"""Evaluation: avg@k and pass@k on held-out problems, written to eval.jsonl, without disturbing training."""
+
+from __future__ import annotations
+
+import json
+
+from fipo_nb.presets import apply_overrides, get_preset
+from fipo_nb.trainer import FIPOTrainer
+
+TIMING = ("time/", "tokens_per_s")
+
+
+def without_timings(row):
+    return {k: v for k, v in row.items() if not k.startswith(TIMING)}
+
+
+def test_evaluation_every_step_writes_avg_and_pass_at_k(tmp_path):
+    config = apply_overrides(get_preset("cpu-smoke"), [
+        f"output_dir={tmp_path}", "eval_data=single-digit?size=6&seed=99", "eval_every=1", "eval_k=3",
+    ])
+    trainer = FIPOTrainer(config)
+    trainer.train(2, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    for row in rows:
+        assert 0.0 <= row["eval/avg@3"] <= row["eval/pass@3"] <= 1.0
+        assert row["eval/problems"] == 6
+        assert row["eval/length/min"] <= row["eval/length/median"] <= row["eval/length/max"]
+    assert "eval/avg@3" in trainer.history[-1]  # also in that step's metrics row
+
+
+def test_evaluating_does_not_change_what_training_does(tmp_path):
+    runs = []
+    for name, extra in (("plain", []), ("eval", ["eval_data=single-digit?size=4&seed=7", "eval_every=1"])):
+        config = apply_overrides(get_preset("cpu-smoke"), [f"output_dir={tmp_path / name}", *extra])
+        trainer = FIPOTrainer(config)
+        trainer.train(2, progress=False)
+        runs.append([{k: v for k, v in without_timings(m).items() if not k.startswith("eval/")}
+                     for m in trainer.history])
+    assert runs[0] == runs[1]

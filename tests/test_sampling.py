@@ -1,0 +1,75 @@
+"""Dynamic sampling and overlong shaping (DAPO), on the cpu-smoke setting with real tiny models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fipo_nb.presets import apply_overrides, get_preset
+from fipo_nb.rewards import overlong_penalty
+from fipo_nb.trainer import FIPOTrainer
+
+
+def smoke(tmp_path, *overrides):
+    return apply_overrides(get_preset("cpu-smoke"), [f"output_dir={tmp_path}", *overrides])
+
+
+def coin(prompt, response, sample):
+    return float(sum(map(ord, response)) % 2)
+
+
+def even_answers_only(prompt, response, sample):
+    """Informative only for problems with an even answer: odd-answer groups score 0 throughout."""
+    return coin(prompt, response, sample) if int(sample.answer) % 2 == 0 else 0.0
+
+
+def test_overlong_penalty_by_hand():
+    # max 20, buffer 8: free up to 12 tokens, then -1/8 per token, -1 at 20 (factor 1), -0.5 at 20 (factor 0.5)
+    assert overlong_penalty([5, 12, 13, 16, 20], 20, 8) == [0.0, 0.0, -0.125, -0.5, -1.0]
+    assert overlong_penalty([20], 20, 8, factor=0.5) == [-0.5]
+    with pytest.raises(ValueError, match="buffer"):
+        overlong_penalty([1], 20, 0)
+
+
+def test_dynamic_sampling_drops_uniform_groups_and_fills_the_batch(tmp_path):
+    config = smoke(tmp_path, "dynamic_sampling=true", "filter_metric=reward", "max_num_gen_batches=6")
+    trainer = FIPOTrainer(config, reward_fn=even_answers_only)
+    result = trainer.step()
+    m = result.metrics
+    assert m["dynamic_sampling/kept_groups"] == 4 and m["dynamic_sampling/incomplete"] == 0
+    assert m["dynamic_sampling/gen_batches"] >= 2 and m["dynamic_sampling/dropped_groups"] >= 1
+    assert len(result.rollout) == 4 * 8
+    groups = result.rewards.view(4, 8)
+    assert (groups.max(1).values > groups.min(1).values).all()  # every kept group carries signal
+    assert all(int(p.answer) % 2 == 0 for p in result.problems)
+
+
+def test_dynamic_sampling_gives_up_after_max_batches_and_says_so(tmp_path):
+    trainer = FIPOTrainer(smoke(tmp_path, "dynamic_sampling=true", "max_num_gen_batches=2"),
+                          reward_fn=lambda prompt, response, sample: 1.0)
+    with pytest.warns(UserWarning, match="training on what there is"):
+        result = trainer.step()
+    m = result.metrics
+    assert (m["dynamic_sampling/gen_batches"], m["dynamic_sampling/kept_groups"]) == (2, 0)
+    assert m["dynamic_sampling/dropped_groups"] == 8 and m["dynamic_sampling/incomplete"] == 1
+    assert (result.advantages == 0).all() and m["update/skipped"] == 0
+
+
+def test_generation_batches_of_their_own_size(tmp_path):
+    config = smoke(tmp_path, "dynamic_sampling=true", "gen_prompts_per_batch=8")
+    result = FIPOTrainer(config, reward_fn=coin).step()
+    assert result.metrics["dynamic_sampling/gen_batches"] == 1  # 8 informative groups drawn, 4 kept
+    assert result.metrics["dynamic_sampling/kept_groups"] == 4 and len(result.rollout) == 32
+
+
+def test_overlong_shaping_and_filtering(tmp_path):
+    config = smoke(tmp_path, "overlong_buffer=8", "overlong_filter=true")
+    result = FIPOTrainer(config, reward_fn=lambda prompt, response, sample: 0.0).step()
+    lengths = result.rollout.response_lengths
+    expected = torch.tensor(overlong_penalty(lengths.tolist(), 24, 8))
+    torch.testing.assert_close(result.rewards, expected)  # base reward 0 + the penalty
+    truncated = torch.tensor([f == "length" for f in result.rollout.finish_reasons])
+    assert truncated.any()
+    assert result.metrics["overlong/filtered_frac"] == pytest.approx(truncated.float().mean().item())
+    assert result.metrics["policy/tokens"] == int(lengths[~truncated].sum())  # truncated rows left out of the loss
+    assert (result.log_ratio[truncated] == 0).all()

@@ -1,0 +1,100 @@
+"""fipo_nb.trace: exact token pieces, selection across mini-batches and signs, Parquet round trip."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from fipo_nb.models import char_tokenizer, qwen_tokenizer, smollm2_checkpoint
+from fipo_nb.presets import apply_overrides, get_preset
+from fipo_nb.trace import load_traces, select_rows, token_pieces, write_step
+from fipo_nb.trainer import FIPOTrainer
+
+TEXTS = ["Answer: 42\n", "café 😀 🦜 𓀀 龘 中文 — done.<|im_end|>", "  two  spaces\n\n\tand tabs", "x" * 50 + "é" * 7]
+
+
+@pytest.mark.parametrize("make", [lambda: qwen_tokenizer("qwen2.5"), char_tokenizer])
+def test_token_pieces_join_to_the_exact_text(make):
+    tok = make()
+    for text in TEXTS:
+        ids = tok.encode(text, add_special_tokens=False)
+        pieces = token_pieces(tok, ids)
+        assert len(pieces) == len(ids)
+        assert "".join(pieces) == tok.decode(ids)
+
+
+def test_token_pieces_with_a_sentencepiece_style_tokenizer():
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2_checkpoint())
+    for text in TEXTS:
+        ids = tok.encode(text, add_special_tokens=False)
+        assert "".join(token_pieces(tok, ids)) == tok.decode(ids)
+
+
+def test_multibyte_characters_split_over_tokens_go_to_the_token_completing_them():
+    tok = qwen_tokenizer("qwen2.5")
+    ids = tok.encode("🦜 𓀀", add_special_tokens=False)  # 🦜: 2 byte-level tokens, 𓀀: 3
+    assert [tok.decode([i]) for i in ids[:2]] == ["\ufffd", "\ufffd"]  # alone, each is half a character
+    assert token_pieces(tok, ids) == ["", "🦜", " ", "", "", "𓀀"]  # " " is a token of its own
+
+
+def test_selection_spreads_over_mini_batches_and_signs():
+    mini_batch = torch.tensor([0] * 8 + [1] * 8)
+    advantages = torch.tensor([1.0, -1.0] * 4 + [0.5, -0.5] * 4)
+    rows = select_rows(mini_batch, advantages, 4, seed=0)
+    picked = {(int(mini_batch[r]), bool(advantages[r] > 0)) for r in rows}
+    assert picked == {(0, True), (0, False), (1, True), (1, False)}
+    assert select_rows(mini_batch, advantages, 4, seed=0) == rows  # seeded
+    zero_last = select_rows(torch.zeros(4, dtype=torch.long), torch.tensor([0.0, 0.0, 1.0, 0.0]), 1, seed=1)
+    assert zero_last == [2]
+
+
+def test_a_step_writes_traces_that_load_back(tmp_path):
+    config = apply_overrides(get_preset("cpu-smoke"), [f"output_dir={tmp_path}", "trace_samples=4",
+                                                       "trace_post_update=true"])
+    trainer = FIPOTrainer(config, reward_fn=lambda p, r, s: float(sum(map(ord, r)) % 2))
+    result = trainer.step()
+    trainer.step()
+    frame = load_traces(tmp_path)
+    assert len(frame) == 8 and sorted(set(frame["step"])) == [1, 2]
+    one = load_traces(tmp_path, steps=1)
+    assert set(one["mini_batch"]) == {0, 1} and (one["advantage"] > 0).any() and (one["advantage"] < 0).any()
+    tok = trainer.policy.tokenizer
+    for _, rec in one.iterrows():
+        n = len(rec["token_ids"])
+        assert all(len(rec[k]) == n for k in ("tokens", "log_ratio", "ratio", "future_kl", "weight",
+                                               "post_update_future_kl"))
+        assert rec["response"] == "".join(rec["tokens"]) == tok.decode(list(rec["token_ids"]))
+        row = rec["sample"]
+        np.testing.assert_allclose(rec["weight"], result.weights[row, :n].numpy(), rtol=1e-6)
+        np.testing.assert_allclose(rec["ratio"], np.exp(rec["log_ratio"]), rtol=1e-5)
+        if rec["mini_batch"] == 0:  # the policy had not moved yet: weight 1, log-ratio 0 ...
+            assert (rec["weight"] == 1).all() and (rec["log_ratio"] == 0).all()
+            # ... but the whole step's update did move it: post-update Future-KL shows the influence
+            assert np.abs(rec["post_update_future_kl"]).max() > 0
+    with pytest.raises(FileNotFoundError, match="step 9"):
+        load_traces(tmp_path, steps=9)
+
+
+def test_reading_one_16k_token_record_is_fast(tmp_path):
+    n = 16384
+    rng = np.random.default_rng(0)
+    record = {
+        "step": 1, "sample": 0, "problem_id": "p:0", "mini_batch": 1, "loss": "fipo", "prompt": "q", "answer": "1",
+        "reward": 1.0, "advantage": 0.5, "correct": True, "finish_reason": "length",
+        "token_ids": rng.integers(0, 151000, n).tolist(), "tokens": ["tok"] * n,
+        **{k: rng.normal(size=n).astype(np.float32).tolist() for k in
+           ("log_ratio", "ratio", "future_kl", "weight", "post_update_future_kl")},
+    }
+    record["response"] = "".join(record["tokens"])
+    write_step(tmp_path, 1, [record])
+    start = time.perf_counter()
+    frame = load_traces(tmp_path, steps=1)
+    elapsed = time.perf_counter() - start
+    print(f"read one {n}-token trace record in {elapsed * 1e3:.1f} ms")
+    assert len(frame.iloc[0]["weight"]) == n
+    assert elapsed < 1.0
