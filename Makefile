@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.fipo-nb-installed
 TORCH := torch==2.13.0
 
-.PHONY: setup test demo bench clean
+.PHONY: setup system-deps test demo bench clean
 
 setup: $(STAMP)
 
@@ -19,7 +19,11 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-test: $(STAMP)
+# Debian's chromium for the browser tests (apt-get, as root); nothing to do once it is there.
+system-deps:
+	bash scripts/install_system_deps.sh
+
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)

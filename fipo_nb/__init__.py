@@ -3,10 +3,23 @@
 The maths lives in `fipo_nb.core`; configuration in `fipo_nb.config`.
 """
 
+import logging
+
 from .config import FIPOConfig
 from .core import PolicyLossOutput, future_kl, group_advantages, influence_weights, policy_loss
 
 __version__ = "0.1.0"
+
+
+class _NoHubKernelNotice(logging.Filter):
+    """bitsandbytes on CPU logs, at import, that it could not fetch an optional kernel from the
+    Hugging Face hub (the `kernels` package); fipo_nb works offline and uses the built-in path."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "from kernels-community" not in record.getMessage()
+
+
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_NoHubKernelNotice())
 
 __all__ = [
     "FIPOConfig",

@@ -1,8 +1,11 @@
-"""A self-contained static HTML report of a run: metric curves (inline PNG) and a per-step table.
+"""A self-contained static HTML report of a run: metric curves, the reasoning-phase view,
+token views of traced responses, a per-step table and the configuration.
 
     fipo_nb.report.write_report("runs/demo")   ->  runs/demo/report.html
+    fipo-nb report runs/demo
 
-No script, stylesheet or image is loaded from anywhere: everything is inline.
+No script, stylesheet or image is loaded from anywhere: everything is inline (PNG as data:
+URLs, inline styles, title= tooltips).
 """
 
 from __future__ import annotations
@@ -39,18 +42,22 @@ def read_metrics(run_dir) -> list[dict]:
     return read_jsonl(path)
 
 
-def _figure_png(rows: list[dict]) -> str:
+def metric_figure_png(rows: list[dict], panels=PANELS) -> str:
+    """Curves of `panels` ([(title, [metric keys])]) over steps, as a base64 PNG."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     steps = [r["step"] for r in rows]
-    fig, axes = plt.subplots(len(PANELS) // 2, 2, figsize=(11, 2.6 * (len(PANELS) // 2)), squeeze=False)
-    for ax, (title, keys) in zip(axes.flat, PANELS):
+    n_rows = (len(panels) + 1) // 2
+    fig, axes = plt.subplots(n_rows, 2, figsize=(11, 2.6 * n_rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (title, keys) in zip(axes.flat, panels):
         for key in keys:
             if any(key in r for r in rows):
-                ax.plot(steps, [r.get(key, float("nan")) for r in rows], marker="o", ms=3, label=key.split("/")[-1])
+                ax.plot(steps, [r.get(key, float("nan")) for r in rows], marker="o", ms=3, label=key)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=8)
@@ -63,7 +70,27 @@ def _figure_png(rows: list[dict]) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def render_report(run_dir) -> str:
+def _traced_section(run_dir: Path, rows: list[dict], max_records: int) -> str:
+    """The phase view and the token views of the newest traced responses."""
+    from .trace import load_traces, trace_steps
+    from .widgets.phase_view import PhaseView
+    from .widgets.records import token_html, view_record
+
+    steps = trace_steps(run_dir)
+    if not steps:
+        return "<p>No token traces in this run (TrainConfig.trace_samples = 0).</p>"
+    traces = load_traces(run_dir)
+    records = [view_record(r) for _, r in traces.iterrows()]
+    phase = PhaseView(rows, records).to_html() if rows else ""
+    newest = sorted(records, key=lambda r: (-r["step"], r["sample"]))[:max_records]
+    views = "".join(token_html(r, "weight") for r in newest)
+    return (f"<h2>Reasoning phases</h2>{phase}"
+            f"<h2>Token influence</h2><p>The {len(newest)} newest traced responses, each token coloured by its "
+            "influence weight (white = 1, red = more weight); hover a token for its text and every per-token "
+            f"metric.</p>{views}")
+
+
+def render_report(run_dir, *, max_records: int = 12) -> str:
     """The report page as a string."""
     run_dir = Path(run_dir)
     rows = read_metrics(run_dir)
@@ -73,7 +100,7 @@ def render_report(run_dir) -> str:
     body = "".join(
         "<tr>" + "".join(f"<td>{_cell(r.get(k))}</td>" for k in TABLE_KEYS) + "</tr>" for r in rows
     )
-    figure = f'<img alt="metric curves" src="data:image/png;base64,{_figure_png(rows)}">' if rows else "<p>No steps yet.</p>"
+    figure = f'<img alt="metric curves" src="data:image/png;base64,{metric_figure_png(rows)}">' if rows else "<p>No steps yet.</p>"
     loss = config.get("fipo", {}).get("loss", "fipo").upper()
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>fipo_nb report: {html.escape(run_dir.name)}</title>
@@ -82,8 +109,10 @@ td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}th{{background:#f
 </head><body>
 <h1>{loss} run: {html.escape(str(run_dir))}</h1>
 <p>{len(rows)} step(s) of model <code>{html.escape(str(config.get("model", "?")))}</code>
-({html.escape(str(config.get("mode", "?")))}). Curves and table read <code>metrics.jsonl</code>.</p>
+({html.escape(str(config.get("mode", "?")))}). Curves and table read <code>metrics.jsonl</code>; token views read
+<code>traces/</code>.</p>
 <h2>Metrics</h2>{figure}
+{_traced_section(run_dir, rows, max_records)}
 <h2>Per step</h2><table><tr>{head}</tr>{body}</table>
 <h2>Configuration</h2><pre>{html.escape(json.dumps(config, indent=2))}</pre>
 </body></html>

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from . import trace
+from . import phases, trace
 from .checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -313,6 +313,7 @@ class FIPOTrainer:
             "response/truncated_frac": sum(r == "length" for r in rollout.finish_reasons) / len(rollout),
             "response/empty_frac": sum(not r.strip() for r in batch.responses) / len(batch.responses),
             "groups/all_equal_frac": (groups.max(dim=1).values == groups.min(dim=1).values).float().mean().item(),
+            **phases.summarize(batch.responses),
             **pending.metrics,
             **merge_loss_metrics(pending.parts),
             "update/count": float(pending.next_update),

@@ -41,6 +41,8 @@ def test_makefile_installs_pinned_torch_before_the_package():
     assert makefile.index('"$(TORCH)"') < makefile.index('-e ".[test]"')
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci
+    assert "test: $(STAMP) system-deps" in makefile  # chromium for the browser tests comes with `make test`
+    assert "apt-get install -y chromium" in (ROOT / "scripts" / "install_system_deps.sh").read_text()
 
 
 def test_console_script_prints_the_default_config():

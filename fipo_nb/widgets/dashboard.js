@@ -1,0 +1,35 @@
+// Dashboard: live training metrics, redrawn in place after every step.
+
+const FIPO_PANELS = [
+  ["reward and accuracy", [["reward/mean", "#1f77b4"], ["accuracy/mean", "#2ca02c"]]],
+  ["response length", [["length/min", "#c7c7c7"], ["length/q25", "#9ecae1"], ["length/median", "#3182bd"], ["length/mean", "#111"], ["length/q75", "#9ecae1"], ["length/max", "#c7c7c7"]]],
+  ["influence weights", [["fipo/weight_mean", "#d62728"], ["fipo/weight_max", "#ff9896"], ["fipo/weight_min", "#9467bd"]]],
+  ["clipping", [["policy/clip_frac", "#ff7f0e"], ["policy/dual_clip_frac", "#8c564b"], ["fipo/weight_clip_frac_upper", "#e377c2"]]],
+  ["approx. KL, grad norm", [["policy/approx_kl", "#17becf"], ["grad_norm", "#7f7f7f"]]],
+];
+
+function renderDashboard({ model, el }) {
+  el.classList.add("fipo-view", "fipo-dashboard");
+  const status = fipoElement("div", "fipo-head");
+  const charts = fipoElement("div", "fipo-charts");
+  el.replaceChildren(status, charts);
+
+  function draw() {
+    const rows = model.get("history");
+    const xs = rows.map((r) => r.step);
+    charts.replaceChildren(...FIPO_PANELS.map(([title, keys]) => fipoChart({
+      title, xs, width: 260, height: 150,
+      series: keys.map(([key, colour]) => ({ name: key.split("/").pop(), colour, values: rows.map((r) => (key in r ? r[key] : null)) })),
+    })));
+    const last = rows[rows.length - 1];
+    status.textContent = last
+      ? `step ${last.step} · reward ${Number(last["reward/mean"]).toFixed(3)} · accuracy ${Number(last["accuracy/mean"]).toFixed(3)} · length ${Number(last["length/mean"]).toFixed(1)} · weight max ${Number(last["fipo/weight_max"]).toFixed(3)} · ${Number(last["time/step_s"]).toFixed(1)} s/step`
+      : "no steps yet";
+  }
+
+  model.on("change:history", draw);
+  draw();
+  return () => model.off("change:history", draw);
+}
+
+export default { render: renderDashboard };

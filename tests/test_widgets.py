@@ -1,0 +1,106 @@
+"""The views on the Python side: only the selected record is synced, selection and metric changes,
+static fallbacks that are self-contained, and phase examples."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from fipo_nb.presets import apply_overrides, get_preset
+from fipo_nb.runlog import read_jsonl
+from fipo_nb.trace import load_traces
+from fipo_nb.trainer import FIPOTrainer
+from fipo_nb.widgets import Dashboard, PhaseView, TokenView
+from fipo_nb.widgets.records import colour, token_html, view_record
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    config = apply_overrides(get_preset("cpu-smoke"), [f"output_dir={out}", "trace_post_update=true",
+                                                       "save_every=-1"])
+    trainer = FIPOTrainer(config, reward_fn=lambda p, r, s: float(sum(map(ord, r)) % 2))
+    trainer.train(3, progress=False)
+    return out, trainer
+
+
+def test_token_view_sends_only_the_selected_record(run):
+    out, _ = run
+    view = TokenView.from_run(out)
+    assert view.steps == [1, 2, 3] and view.step_index == 2  # the newest step first
+    assert len(view.samples) == 4 and isinstance(view.record, dict)
+    state = view.get_state()
+    assert isinstance(state["record"], dict) and "tokens" in state["record"]  # one record, not all twelve
+    assert state["record"]["step"] == 3
+    view.step_index = 0
+    assert view.record["step"] == 1 and view.sample_index == 0
+    view.sample_index = 2
+    assert view.record is not None and view.record["step"] == 1
+
+
+def test_first_mini_batch_records_say_why_their_weights_are_one(run):
+    out, _ = run
+    frame = load_traces(out)
+    first = frame[frame["mini_batch"] == 0].iloc[0]
+    view = TokenView([view_record(first)])
+    assert "first mini-batch" in view.note
+    view.metric = "post_update_future_kl"
+    assert view.note == ""
+
+
+def test_unknown_metric_lists_the_valid_ones(run):
+    out, _ = run
+    with pytest.raises(ValueError, match="choose one of weight, future_kl, post_update_future_kl, log_ratio, ratio"):
+        TokenView.from_run(out, metric="entropy")
+
+
+def test_static_html_is_self_contained_with_tooltips(run):
+    out, _ = run
+    view = TokenView.from_run(out)
+    page = view.to_html()
+    record = view.record
+    assert page.count('class="fipo-tok') == len(record["tokens"])
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+    titles = re.findall(r'title="([^"]*)"', page)
+    assert len(titles) == len(record["tokens"]) and "weight" in titles[0] and "future_kl" in titles[0]
+    bundle, _ = view._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle and bundle["text/html"] == page
+
+
+def test_colour_scale_is_diverging_around_the_neutral_value():
+    assert colour(1.0, 1.0, 0.2) == "rgb(255,255,255)"
+    assert colour(1.2, 1.0, 0.2) == "rgb(214,39,40)"  # full red at +scale
+    assert colour(0.8, 1.0, 0.2) == "rgb(31,119,180)"  # full blue at -scale
+    assert colour(1.1, 1.0, 0.2, gamma=1.0) != colour(1.1, 1.0, 0.2, gamma=2.0)  # contrast
+    assert colour(None, 1.0, 0.2) == "transparent"
+
+
+def test_newlines_and_spaces_survive_in_the_static_view():
+    record = {"step": 1, "sample": 0, "mini_batch": 1, "reward": 1.0, "advantage": 0.5, "finish_reason": "stop",
+              "tokens": ["a", "  b", "\n\n", "<c>"], "metrics": {"weight": [1.0, 1.1, 1.2, 1.0]}}
+    page = token_html(record)
+    assert ">  b</span>" in page and "fipo-nl" in page and "&lt;c&gt;" in page
+
+
+def test_phase_view_shows_each_phase_of_the_chosen_step(run):
+    out, _ = run
+    view = PhaseView.from_run(out)
+    assert [d["step"] for d in view.steps_data] == [1, 2, 3] and view.selected_step == 3
+    assert abs(sum(view.steps_data[0]["phases"]) - 1.0) < 1e-9
+    assert [e["phase"] for e in view.examples] == [1, 2, 3, 4]
+    shown = [e for e in view.examples if e["record"]]
+    assert shown and all(e["record"]["step"] == 3 for e in shown)
+    view.selected_step = 1
+    assert all(e["record"]["step"] == 1 for e in view.examples if e["record"])
+    page = view.to_html()
+    assert "data:image/png;base64," in page and "superficial planning" in page and "<script" not in page
+
+
+def test_dashboard_grows_by_one_row_per_step(run):
+    out, trainer = run
+    dash = Dashboard(trainer)
+    assert len(dash.history) == 3
+    dash.update(read_jsonl(out / "metrics.jsonl")[-1])
+    assert len(dash.history) == 4 and set(dash.history[-1]) <= set(dash._pick(trainer.history[-1]))
+    assert "data:image/png;base64," in dash.to_html()
