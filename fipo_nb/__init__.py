@@ -1,11 +1,12 @@
 """fipo_nb: FIPO (Future-KL Influenced Policy Optimization) training, notebook first.
 
-The maths lives in `fipo_nb.core`; configuration in `fipo_nb.config`.
+The maths lives in `fipo_nb.core`; configuration in `fipo_nb.config`; the training loop in
+`fipo_nb.trainer` (`fipo_nb.FIPOTrainer`, imported on first use: it pulls in the model stack).
 """
 
 import logging
 
-from .config import FIPOConfig
+from .config import FIPOConfig, TrainConfig
 from .core import PolicyLossOutput, future_kl, group_advantages, influence_weights, policy_loss
 
 __version__ = "0.1.0"
@@ -23,6 +24,8 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_NoHubKernelNotice(
 
 __all__ = [
     "FIPOConfig",
+    "FIPOTrainer",
+    "TrainConfig",
     "PolicyLossOutput",
     "future_kl",
     "group_advantages",
@@ -30,3 +33,11 @@ __all__ = [
     "policy_loss",
     "__version__",
 ]
+
+
+def __getattr__(name: str):
+    if name == "FIPOTrainer":  # lazily: importing the trainer loads transformers, peft and math-verify
+        from .trainer import FIPOTrainer
+
+        return FIPOTrainer
+    raise AttributeError(f"module 'fipo_nb' has no attribute {name!r}")

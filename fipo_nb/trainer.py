@@ -363,17 +363,17 @@ class FIPOTrainer:
             length = int(result.rollout.response_lengths[row])
             ids = result.rollout.response_ids[row, :length].tolist()
             pieces = trace.token_pieces(tokenizer, ids)
-            values = lambda t: t[row, :length].tolist()  # noqa: E731
+            log_ratio = result.log_ratio[row, :length]  # [L]
             records.append({
                 "step": result.step, "sample": row, "problem_id": result.problems[row].id,
                 "mini_batch": int(result.mini_batch[row]), "loss": config.fipo.loss, "prompt": result.prompts[row],
                 "response": "".join(pieces), "answer": result.problems[row].answer,
                 "reward": float(result.rewards[row]), "advantage": float(result.advantages[row]),
                 "correct": bool(result.correct[row]), "finish_reason": result.rollout.finish_reasons[row],
-                "token_ids": ids, "tokens": pieces, "log_ratio": values(result.log_ratio),
-                "ratio": torch.exp(result.log_ratio[row, :length]).tolist(), "future_kl": values(result.future_kl),
-                "weight": values(result.weights), "post_update_future_kl": post[i, :length].tolist() if post is not None
-                else None,
+                "token_ids": ids, "tokens": pieces, "log_ratio": log_ratio.tolist(),
+                "ratio": torch.exp(log_ratio).tolist(), "future_kl": result.future_kl[row, :length].tolist(),
+                "weight": result.weights[row, :length].tolist(),
+                "post_update_future_kl": post[i, :length].tolist() if post is not None else None,
             })
         trace.write_step(self.out_dir, result.step, records)
 

@@ -148,6 +148,12 @@ def test_merge_loss_metrics_weights_by_tokens():
     assert m["policy/dropped_seq_frac"] == pytest.approx(0.75) and m["policy/tokens"] == 40
 
 
+def test_the_trainer_is_part_of_the_public_api():
+    import fipo_nb
+
+    assert fipo_nb.FIPOTrainer is FIPOTrainer and fipo_nb.TrainConfig is type(get_preset("cpu-smoke"))
+
+
 def test_scale_out_presets_say_what_they_need(tmp_path):
     config = apply_overrides(get_preset("paper-fipo-32b"), [f"output_dir={tmp_path}"])
     assert (config.prompts_per_step, config.samples_per_prompt, config.mini_batch_size) == (512, 16, 64)
