@@ -125,8 +125,9 @@ def save_training_state(folder: Path, *, policy, optimizer, scheduler, sampler, 
     (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
 
 
-def load_training_state(folder, *, policy, optimizer, scheduler, sampler) -> int:
-    """Restore a checkpoint written by save_training_state (verified first); returns its step."""
+def load_training_state(folder, *, policy, optimizer, scheduler, sampler, verified: bool = False) -> int:
+    """Restore a checkpoint written by save_training_state (verified first, unless the caller just
+    did: hashing full weights takes a while); returns its step."""
     import random
 
     import numpy as np
@@ -134,7 +135,8 @@ def load_training_state(folder, *, policy, optimizer, scheduler, sampler) -> int
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    verify_checkpoint(folder)
+    if not verified:
+        verify_checkpoint(folder)
     weights_path = folder / "trainable.safetensors"
     saved = load_file(weights_path)
     params = {n: p for n, p in policy.model.named_parameters() if p.requires_grad}

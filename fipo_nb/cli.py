@@ -49,12 +49,12 @@ def _resolve(preset: str, overrides: list[str], steps: int | None, out: str | No
 
 
 def _trainer(config, *, resume: bool, fallback: bool, overwrite: bool):
-    from .checkpoint import latest_checkpoint, list_checkpoints
+    from .checkpoint import list_checkpoints
     from .trainer import FIPOTrainer
 
     out = config.output_dir
     if resume:
-        if _checked(latest_checkpoint, out, fallback=fallback) is not None:
+        if list_checkpoints(out):
             trainer = _checked(FIPOTrainer.resume, out, fallback=fallback, config=config)
             print(f"resuming {out} after step {trainer.step_count}", flush=True)
             return trainer
@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="a few FIPO steps on SmolLM2-135M, offline, then OUT/report.html")
     demo.add_argument("--out", help="output directory (default runs/demo)")
-    demo.add_argument("--steps", type=int, help="number of steps (default 4)")
+    demo.add_argument("--steps", type=int, help="number of steps (default: the preset's, 5)")
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     demo.set_defaults(func=_cmd_demo)
 

@@ -243,65 +243,55 @@ class TrainConfig:
         if isinstance(self.fipo, dict):
             self.fipo = FIPOConfig(**self.fipo)
 
+    # field -> (lowest allowed, None allowed) for the integer fields
+    _INTEGERS = {
+        "prompts_per_step": (1, False), "samples_per_prompt": (2, False), "mini_batch_size": (1, False),
+        "micro_batch_size": (1, False), "max_prompt_length": (1, False), "max_response_length": (1, False),
+        "lora_r": (1, False), "lora_alpha": (1, False), "logprob_chunk_size": (1, False),
+        "max_num_gen_batches": (1, False), "eval_k": (1, False), "lr_warmup_steps": (0, False), "steps": (0, False),
+        "top_k": (0, False), "seed": (0, False), "overlong_buffer": (0, False), "trace_samples": (0, False),
+        "eval_every": (0, False), "save_every": (-1, False), "data_limit": (1, True), "rollout_batch_size": (1, True),
+        "gen_prompts_per_batch": (1, True), "eval_limit": (1, True),
+    }
+    # field -> (lowest allowed, lowest excluded?) for the real-valued fields
+    _NUMBERS = {
+        "lr": (0.0, True), "weight_decay": (0.0, False), "grad_clip": (0.0, False), "temperature": (0.0, False),
+        "eval_temperature": (0.0, False), "reward_correct": (None, False), "reward_incorrect": (None, False),
+        "overlong_penalty": (None, False), "top_p": (0.0, True), "eval_top_p": (0.0, True),
+    }
+    _CHOICES = {"mode": ADAPTER_MODES, "strategy": STRATEGIES, "lr_schedule": LR_SCHEDULES,
+                "filter_metric": ("accuracy", "reward")}
+
     def validate(self) -> "TrainConfig":
-        """Raise ValueError naming the first bad field; return self."""
-        positive = ("prompts_per_step", "samples_per_prompt", "mini_batch_size", "micro_batch_size",
-                    "max_prompt_length", "max_response_length", "lora_r", "lora_alpha", "logprob_chunk_size")
-        for name in positive:
+        """Raise ValueError naming the first bad field and what it allows; return self."""
+        for name, (lowest, optional) in self._INTEGERS.items():
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"TrainConfig.{name} must be an integer >= 1; got {value!r}")
-        if self.samples_per_prompt < 2:
-            raise ValueError("TrainConfig.samples_per_prompt must be >= 2: advantages compare samples of a group")
+            if optional and value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
+                allowed = f"an integer >= {lowest}" + (" or None" if optional else "")
+                raise ValueError(f"TrainConfig.{name} must be {allowed}; got {value!r}")
+        for name, (lowest, strict) in self._NUMBERS.items():
+            value = getattr(self, name)
+            if not _is_number(value) or (lowest is not None and (value <= lowest if strict else value < lowest)):
+                bound = "" if lowest is None else f" {'>' if strict else '>='} {lowest:g}"
+                raise ValueError(f"TrainConfig.{name} must be a finite number{bound}; got {value!r}")
+        for name in ("top_p", "eval_top_p"):
+            if getattr(self, name) > 1:
+                raise ValueError(f"TrainConfig.{name} must be in (0, 1]; got {getattr(self, name)!r}")
+        for name, allowed in self._CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"TrainConfig.{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         if self.prompts_per_step % self.mini_batch_size:
             raise ValueError(
                 f"TrainConfig.mini_batch_size ({self.mini_batch_size}) must divide prompts_per_step "
                 f"({self.prompts_per_step})"
             )
-        choices = {"mode": ADAPTER_MODES, "strategy": STRATEGIES, "lr_schedule": LR_SCHEDULES}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"TrainConfig.{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
-        for name in ("lr", "weight_decay", "grad_clip", "temperature", "reward_correct", "reward_incorrect"):
-            if not _is_number(getattr(self, name)):
-                raise ValueError(f"TrainConfig.{name} must be a finite number; got {getattr(self, name)!r}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0 or self.temperature < 0:
-            raise ValueError("TrainConfig: lr must be > 0; weight_decay, grad_clip and temperature >= 0")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"TrainConfig.top_p must be in (0, 1]; got {self.top_p!r}")
-        for name in ("lr_warmup_steps", "steps", "top_k", "seed"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"TrainConfig.{name} must be an integer >= 0; got {value!r}")
-        for name in ("data_limit", "rollout_batch_size"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"TrainConfig.{name} must be an integer >= 1 or None; got {value!r}")
-        if self.filter_metric not in ("accuracy", "reward"):
-            raise ValueError(f"TrainConfig.filter_metric must be 'accuracy' or 'reward'; got {self.filter_metric!r}")
-        for name in ("max_num_gen_batches", "eval_k"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"TrainConfig.{name} must be an integer >= 1; got {value!r}")
-        for name in ("overlong_buffer", "trace_samples", "eval_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"TrainConfig.{name} must be an integer >= 0; got {value!r}")
         if self.overlong_buffer > self.max_response_length:
             raise ValueError(
                 f"TrainConfig.overlong_buffer ({self.overlong_buffer}) must not exceed max_response_length "
                 f"({self.max_response_length})"
             )
-        if not isinstance(self.save_every, int) or self.save_every < -1:
-            raise ValueError(f"TrainConfig.save_every must be an integer >= -1; got {self.save_every!r}")
-        for name in ("gen_prompts_per_batch", "eval_limit"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"TrainConfig.{name} must be an integer >= 1 or None; got {value!r}")
-        if not _is_number(self.overlong_penalty) or not _is_number(self.eval_temperature):
-            raise ValueError("TrainConfig.overlong_penalty and eval_temperature must be finite numbers")
-        if not 0 < self.eval_top_p <= 1:
-            raise ValueError(f"TrainConfig.eval_top_p must be in (0, 1]; got {self.eval_top_p!r}")
         if self.instruction not in ("dapo", "none") and "{problem}" not in self.instruction:
             raise ValueError(
                 f"TrainConfig.instruction must be 'dapo', 'none' or a template containing {{problem}}; "

@@ -217,6 +217,8 @@ def load_problems(
         options = {k: _query_value(v) for k, v in _query_pairs(query)}
         size = options.pop("size", limit if limit is not None else 64)
         seed = options.pop("seed", seed)
+        if name in ("champ", "single-digit") and options:
+            raise ValueError(f"load_problems: {name!r} takes only size and seed; unknown option(s) {sorted(options)}")
         if name == "champ":
             return champ_problems(limit, instruction=instruction)
         if name == "single-digit":

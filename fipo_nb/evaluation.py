@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from .rewards import score_responses
-from .rollout import format_prompt, generate
+from .rollout import decode_responses, generate
 
 
 def length_metrics(lengths: torch.Tensor, prefix: str = "length") -> dict[str, float]:
@@ -42,19 +42,14 @@ def evaluate(
     """
     if not problems:
         raise ValueError("evaluate: no problems")
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng():  # CPU and every CUDA device: manual_seed reseeds them all
         torch.manual_seed(seed)
         rollout = generate(
             policy.model, policy.tokenizer, [p.prompt for p in problems], n=k, max_prompt_length=max_prompt_length,
             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, batch_size=batch_size,
         )
     rows = [p for p in problems for _ in range(k)]
-    responses = [
-        policy.tokenizer.decode(ids[mask], skip_special_tokens=True)
-        for ids, mask in zip(rollout.response_ids, rollout.response_mask)
-    ]
-    prompts = [format_prompt(policy.tokenizer, p.prompt) for p in rows]
-    scored = score_responses(reward_fn, prompts, responses, rows)
+    scored = score_responses(reward_fn, rollout.prompt_texts, decode_responses(policy.tokenizer, rollout), rows)
     correct = torch.tensor([s.correct for s in scored], dtype=torch.float64).view(len(problems), k)  # [P, k]
     return {
         f"eval/avg@{k}": correct.mean().item(),

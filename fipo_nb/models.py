@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from .config import ADAPTER_MODES as MODES
+
 QWEN_SPLIT_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
@@ -53,7 +55,6 @@ QWEN25_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assis
 
 TINY_MODELS = ("tiny-qwen2", "tiny-qwen3", "tiny-qwen2-char")
 SMOLLM2 = "smollm2-135m-instruct"
-MODES = ("qlora", "lora", "full")
 
 
 def cache_dir() -> Path:

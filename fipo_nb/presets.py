@@ -16,9 +16,7 @@ class Preset:
     overrides: dict = field(default_factory=dict)
 
     def config(self) -> TrainConfig:
-        values = dict(self.overrides)
-        fipo = FIPOConfig(**values.pop("fipo", {}))
-        return TrainConfig(**values, fipo=fipo)
+        return TrainConfig(**self.overrides)  # a "fipo" dict becomes a FIPOConfig in __post_init__
 
 
 _OFFICIAL_32B = dict(

@@ -72,16 +72,21 @@ def metric_figure_png(rows: list[dict], panels=PANELS) -> str:
 
 def _traced_section(run_dir: Path, rows: list[dict], max_records: int) -> str:
     """The phase view and the token views of the newest traced responses."""
-    from .trace import load_traces, trace_steps
+    from .trace import count_records, load_traces, trace_steps
     from .widgets.phase_view import PhaseView
-    from .widgets.records import token_html, view_record
+    from .widgets.records import token_html, view_records
 
     steps = trace_steps(run_dir)
     if not steps:
         return "<p>No token traces in this run (TrainConfig.trace_samples = 0).</p>"
-    traces = load_traces(run_dir)
-    records = [view_record(r) for _, r in traces.iterrows()]
-    phase = PhaseView(rows, records).to_html() if rows else ""
+    wanted, count = [], 0
+    for step in reversed(steps):  # read only the newest steps the page shows
+        wanted.append(step)
+        count += count_records(run_dir, step)
+        if count >= max_records:
+            break
+    records = view_records(load_traces(run_dir, steps=sorted(wanted)))
+    phase = PhaseView(rows, records, step=wanted[0]).to_html() if rows else ""
     newest = sorted(records, key=lambda r: (-r["step"], r["sample"]))[:max_records]
     views = "".join(token_html(r, "weight") for r in newest)
     return (f"<h2>Reasoning phases</h2>{phase}"

@@ -10,7 +10,7 @@ switch the KV cache off, is paused while sampling.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -28,6 +28,7 @@ class Rollout:
     finish_reasons: list[str]  # per row: "stop" (ended itself) or "length" (hit max_new_tokens)
     group_size: int  # G
     prompts_truncated: int = 0  # prompts (not rows) cut on the left to fit max_prompt_length
+    prompt_texts: list[str] = field(default_factory=list)  # per row: the chat-formatted prompt, before truncation
 
     def __len__(self) -> int:
         return self.response_ids.shape[0]
@@ -56,6 +57,7 @@ class Rollout:
             finish_reasons=[self.finish_reasons[i] for i in rows],
             group_size=self.group_size,
             prompts_truncated=0,
+            prompt_texts=[self.prompt_texts[i] for i in rows] if self.prompt_texts else [],
         )
 
     def input_ids(self) -> torch.Tensor:
@@ -91,6 +93,7 @@ def concat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
         finish_reasons=[r for p in parts for r in p.finish_reasons],
         group_size=parts[0].group_size,
         prompts_truncated=sum(p.prompts_truncated for p in parts),
+        prompt_texts=[t for p in parts for t in p.prompt_texts],
     )
 
 
@@ -101,16 +104,29 @@ def format_prompt(tokenizer, prompt) -> str:
     return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
 
 
-def encode_prompts(tokenizer, prompts, max_prompt_length: int) -> tuple[list[list[int]], int]:
-    """Token ids per prompt, keeping the last `max_prompt_length` tokens; and how many were cut."""
-    encoded, truncated = [], 0
+def encode_prompts(tokenizer, prompts, max_prompt_length: int) -> tuple[list[list[int]], int, list[str]]:
+    """Token ids per prompt, keeping the last `max_prompt_length` tokens; how many were cut; the
+    formatted texts."""
+    encoded, truncated, texts = [], 0, []
     for prompt in prompts:
-        ids = tokenizer(format_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+        text = format_prompt(tokenizer, prompt)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) > max_prompt_length:
             ids = ids[-max_prompt_length:]  # left truncation keeps the question's end and the assistant tag
             truncated += 1
         encoded.append(ids)
-    return encoded, truncated
+        texts.append(text)
+    return encoded, truncated, texts
+
+
+def pad_token_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def decode_responses(tokenizer, rollout: Rollout) -> list[str]:
+    """Each row's response text, special tokens (the stop token) left out."""
+    return [tokenizer.decode(ids[mask], skip_special_tokens=True)
+            for ids, mask in zip(rollout.response_ids, rollout.response_mask)]
 
 
 def eos_token_ids(model, tokenizer) -> list[int]:
@@ -166,10 +182,10 @@ def generate(
         raise ValueError("generate: no prompts")
     if max_new_tokens < 1 or n < 1:
         raise ValueError(f"generate: n and max_new_tokens must be >= 1; got {n}, {max_new_tokens}")
-    encoded, truncated = encode_prompts(tokenizer, prompts, max_prompt_length)
+    encoded, truncated, texts = encode_prompts(tokenizer, prompts, max_prompt_length)
     if any(not ids for ids in encoded):
         raise ValueError(f"generate: prompt {next(i for i, ids in enumerate(encoded) if not ids)} is empty")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = pad_token_id(tokenizer)
     stop_ids = eos_token_ids(model, tokenizer)
     prompt_ids, prompt_mask = _left_pad([ids for ids in encoded for _ in range(n)], pad_id)  # [N, P]
     sampling = GenerationConfig(
@@ -206,5 +222,5 @@ def generate(
     return Rollout(
         prompt_ids=prompt_ids, prompt_mask=prompt_mask, response_ids=response_ids, response_mask=response_mask,
         finish_reasons=["stop" if s else "length" for s in stopped.tolist()], group_size=n,
-        prompts_truncated=truncated,
+        prompts_truncated=truncated, prompt_texts=[t for t in texts for _ in range(n)],
     )

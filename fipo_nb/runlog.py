@@ -4,6 +4,7 @@ TensorBoard scalars when tensorboard is installed, and the per-step table printe
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 TABLE = [("step", "step", "{:>4.0f}"), ("reward", "reward/mean", "{:>+7.3f}"), ("acc", "accuracy/mean", "{:>5.2f}"),
@@ -43,29 +44,39 @@ class RunLog:
         self.out_dir = Path(out_dir)
         self.metrics_path = self.out_dir / "metrics.jsonl"
         self.eval_path = self.out_dir / "eval.jsonl"
+        self.tensorboard_dir = self.out_dir / "tensorboard"
         self._tensorboard = None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
 
-            self._tensorboard = SummaryWriter(log_dir=str(self.out_dir / "tensorboard"))
-        except ImportError:  # tensorboard not installed: JSON lines only
-            pass
+    def _writer(self, first_step: int):
+        """A SummaryWriter opened at the first step logged (events of later steps from an earlier,
+        resumed-over run are purged); None when tensorboard is not installed."""
+        if self._tensorboard is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard not installed: JSON lines only
+                return None
+            self._tensorboard = SummaryWriter(log_dir=str(self.tensorboard_dir), purge_step=first_step)
+        return self._tensorboard
 
     def append(self, metrics: dict[str, float]) -> None:
         with open(self.metrics_path, "a") as handle:
             handle.write(json.dumps(metrics) + "\n")
-        if self._tensorboard is not None:
+        writer = self._writer(int(metrics["step"]))
+        if writer is not None:
             for key, value in metrics.items():
                 if key != "step":
-                    self._tensorboard.add_scalar(key, value, metrics["step"])
-            self._tensorboard.flush()
+                    writer.add_scalar(key, value, metrics["step"])
+            writer.flush()
 
     def append_eval(self, step: int, metrics: dict[str, float]) -> None:
         with open(self.eval_path, "a") as handle:
             handle.write(json.dumps({"step": step, **metrics}) + "\n")
 
     def keep_until(self, step: int) -> list[dict]:
-        """Drop rows of steps after `step` from both files; returns the metrics rows kept."""
+        """Drop rows of steps after `step` from both files (0: the TensorBoard logs too); returns
+        the metrics rows kept."""
+        if step == 0 and self.tensorboard_dir.exists():
+            shutil.rmtree(self.tensorboard_dir)
         kept = []
         for path in (self.metrics_path, self.eval_path):
             if path.exists():

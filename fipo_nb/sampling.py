@@ -17,7 +17,7 @@ import torch
 from .config import TrainConfig
 from .core import informative_groups
 from .rewards import overlong_penalty, score_responses
-from .rollout import Rollout, concat_rollouts, format_prompt, generate
+from .rollout import Rollout, concat_rollouts, decode_responses, generate
 
 
 @dataclass
@@ -52,9 +52,8 @@ def generate_batch(policy, problems, reward_fn, config: TrainConfig) -> tuple[Ba
     )
     generated = time.perf_counter()
     rows = [p for p in problems for _ in range(config.samples_per_prompt)]
-    prompts = [format_prompt(policy.tokenizer, p.prompt) for p in rows]
-    responses = [policy.tokenizer.decode(ids[mask], skip_special_tokens=True)
-                 for ids, mask in zip(rollout.response_ids, rollout.response_mask)]
+    prompts = rollout.prompt_texts
+    responses = decode_responses(policy.tokenizer, rollout)
     scored = score_responses(reward_fn, prompts, responses, rows)
     rewards = torch.tensor([s.reward for s in scored], dtype=torch.float32)  # [N]
     penalty = torch.zeros_like(rewards)  # [N]
@@ -92,7 +91,8 @@ def sample_batch(policy, sampler, reward_fn, config: TrainConfig, *, seed: int, 
             break
     incomplete = config.dynamic_sampling and kept_groups < config.prompts_per_step
     if not parts:  # nothing informative at all: the last batch as it is (all advantages 0)
-        parts = [generated[-1].select_groups(list(range(config.prompts_per_step)))]
+        last = generated[-1]
+        parts = [last.select_groups(list(range(min(config.prompts_per_step, len(last.problems) // group))))]
     batch = Batch(
         rollout=concat_rollouts([p.rollout for p in parts], pad_id),
         problems=[x for p in parts for x in p.problems], prompts=[x for p in parts for x in p.prompts],

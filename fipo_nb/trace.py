@@ -5,7 +5,9 @@ used it, its token ids, the decoded piece of every token (joined, they give the 
 exactly, the stop token included), and per-token float arrays: log_ratio (log pi_theta -
 log pi_old at the moment of its update), ratio, future_kl, weight, and optionally
 post_update_future_kl (Future-KL of the whole step's update, after the last mini-batch).
-Rows of the first mini-batch always show weight 1: the policy had not moved yet.
+Rows of the first mini-batch always show weight 1: the policy had not moved yet. `in_loss` is
+False for responses left out of the loss (overlong filtering, FIPO's sequence drop rule): their
+weights and Future-KL were never computed and read 1 and 0.
 
 Storage: one Parquet file per step, RUN_DIR/traces/step-000001.parquet, written once under a
 temporary name and renamed, so appending a step never rewrites older ones.
@@ -26,6 +28,7 @@ SCHEMA = pa.schema([
     ("step", pa.int32()), ("sample", pa.int32()), ("problem_id", pa.string()), ("mini_batch", pa.int32()),
     ("loss", pa.string()), ("prompt", pa.string()), ("response", pa.string()), ("answer", pa.string()),
     ("reward", pa.float64()), ("advantage", pa.float64()), ("correct", pa.bool_()), ("finish_reason", pa.string()),
+    ("in_loss", pa.bool_()),
     ("token_ids", pa.list_(pa.int32())), ("tokens", pa.list_(pa.string())),
     *[(name, pa.list_(pa.float32())) for name in TOKEN_ARRAYS],
 ])
@@ -39,16 +42,17 @@ def token_pieces(tokenizer, ids: list[int]) -> list[str]:
     Special tokens keep their text ("<|im_end|>").
     """
     pieces, prefix, read = [], 0, 0
+    before = ""  # decode(ids[prefix:read]): changes only when the window moves
     for end in range(1, len(ids) + 1):
-        before = tokenizer.decode(ids[prefix:read])
         now = tokenizer.decode(ids[prefix:end])
         if len(now) > len(before) and not now.endswith("\ufffd"):
             pieces.append(now[len(before):])
             prefix, read = read, end
+            before = tokenizer.decode(ids[prefix:read])
         else:
             pieces.append("")
     if read < len(ids) and pieces:  # ends inside a character: the rest goes to the last token
-        pieces[-1] += tokenizer.decode(ids[prefix:])[len(tokenizer.decode(ids[prefix:read])):]
+        pieces[-1] += tokenizer.decode(ids[prefix:])[len(before):]
     return pieces
 
 
@@ -61,14 +65,14 @@ def select_rows(mini_batch, advantages, count: int, seed: int) -> list[int]:
     rng = random.Random(seed)
     buckets: dict[tuple[int, int], list[int]] = {}
     for row, (mb, adv) in enumerate(zip(mini_batch.tolist(), advantages.tolist())):
-        sign = 0 if adv > 0 else 1 if adv < 0 else 2
-        buckets.setdefault((sign == 2, mb, sign), []).append(row)
-    queues = [rng.sample(rows, len(rows)) for _, rows in sorted(buckets.items())]
+        buckets.setdefault((mb, 0 if adv > 0 else 1 if adv < 0 else 2), []).append(row)
     chosen = []
-    while len(chosen) < count and any(queues):
-        for queue in queues:
-            if queue and len(chosen) < count:
-                chosen.append(queue.pop())
+    for zero in (False, True):  # rows with a learning signal first, A == 0 only to fill up
+        queues = [rng.sample(rows, len(rows)) for (mb, sign), rows in sorted(buckets.items()) if (sign == 2) == zero]
+        while len(chosen) < count and any(queues):
+            for queue in queues:
+                if queue and len(chosen) < count:
+                    chosen.append(queue.pop())
     return sorted(chosen)
 
 
@@ -92,6 +96,11 @@ def remove_after(run_dir, step: int) -> None:
     for path in (Path(run_dir) / "traces").glob("step-*.parquet"):
         if int(path.stem.removeprefix("step-")) > step:
             path.unlink()
+
+
+def count_records(run_dir, step: int) -> int:
+    """Records of one step, from the Parquet footer alone."""
+    return pq.read_metadata(step_path(run_dir, step)).num_rows
 
 
 def trace_steps(run_dir) -> list[int]:

@@ -29,6 +29,7 @@ import torch
 from . import phases, trace
 from .checkpoint import (
     CheckpointError,
+    checkpoint_dir,
     latest_checkpoint,
     list_checkpoints,
     load_training_state,
@@ -43,7 +44,7 @@ from .interrupts import SafeInterrupt
 from .logprobs import token_logprobs
 from .models import Policy, load_policy
 from .rewards import MathReward
-from .rollout import Rollout
+from .rollout import Rollout, pad_token_id
 from .runlog import RunLog, format_table_header, format_table_row
 from .sampling import Batch, sample_batch
 
@@ -67,6 +68,7 @@ class StepResult:
     future_kl: torch.Tensor  # [N, R] Future-KL at the moment of its update
     log_ratio: torch.Tensor  # [N, R] log pi_theta - log pi_old at the moment of its update
     mini_batch: torch.Tensor  # [N] index of the update that used each row
+    in_loss: torch.Tensor  # [N] bool: False for rows overlong-filtered or removed by the drop rule
     problems: list = field(default_factory=list)
 
 
@@ -82,7 +84,9 @@ class _Pending:
     future_kl: torch.Tensor
     log_ratio: torch.Tensor
     mini_batch: torch.Tensor
+    in_loss: torch.Tensor  # [N] rows that entered the loss (not overlong-filtered, not dropped)
     next_update: int = 0
+    empty: int = 0  # mini-batches without a token in the loss: no optimizer step
     parts: list = field(default_factory=list)
     grad_norms: list = field(default_factory=list)
     skipped: int = 0
@@ -171,6 +175,7 @@ class FIPOTrainer:
         self.step_count = 0
         self.history: list[dict[str, float]] = []
         self._pending: _Pending | None = None
+        self._saved_step: int | None = None
         self.interrupt = SafeInterrupt()
         self.out_dir = Path(config.output_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -203,7 +208,7 @@ class FIPOTrainer:
     def _start_step(self) -> _Pending:
         config = self.config
         batch, metrics, times = sample_batch(
-            self.policy, self.sampler, self.reward_fn, config, pad_id=self._pad_id,
+            self.policy, self.sampler, self.reward_fn, config, pad_id=pad_token_id(self.policy.tokenizer),
             seed=config.seed * 1_000_003 + self.step_count * 1_009,  # sampling is reproducible per step
         )
         started = time.perf_counter()
@@ -218,14 +223,9 @@ class FIPOTrainer:
         return _Pending(
             batch=batch, loss_mask=loss_mask, advantages=advantages, old_log_probs=old_log_probs,
             weights=torch.ones(shape), future_kl=torch.zeros(shape), log_ratio=torch.zeros(shape),
-            mini_batch=torch.zeros(shape[0], dtype=torch.long), metrics=metrics,
+            mini_batch=torch.zeros(shape[0], dtype=torch.long), in_loss=loss_mask.any(dim=1), metrics=metrics,
             times={**times, "logprob_s": time.perf_counter() - started, "update_s": 0.0},
         )
-
-    @property
-    def _pad_id(self) -> int:
-        tokenizer = self.policy.tokenizer
-        return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def _micro_batches(self, rows: range) -> list[range]:
         size = self.config.micro_batch_size
@@ -261,6 +261,10 @@ class FIPOTrainer:
         pending.mini_batch[rows.start: rows.stop] = index
         loss_mask = pending.loss_mask
         num_tokens = int(loss_mask[rows.start: rows.stop].sum())
+        if num_tokens == 0:  # every response here is filtered out: no step, or AdamW would still move weights
+            pending.empty += 1
+            pending.next_update += 1
+            return pending.next_update * rows_per_update >= n_rows
         params = self.policy.trainable_parameters()
         self.optimizer.zero_grad(set_to_none=True)
         finite = True
@@ -278,8 +282,10 @@ class FIPOTrainer:
             out.loss.backward()
             pending.parts.append(out.metrics)
             bound = config.fipo.log_ratio_clamp
-            delta = torch.where(mask, (log_prob.detach() - old).clamp(-bound, bound), torch.zeros_like(old))
+            response = part.response_mask.to(device)  # [n, r] the log-ratio of filtered rows is traced too
+            delta = torch.where(response, (log_prob.detach() - old).clamp(-bound, bound), torch.zeros_like(old))
             pending.log_ratio[micro.start: micro.stop, :r] = delta.float().cpu()
+            pending.in_loss[micro.start: micro.stop] &= out.token_mask.any(dim=1).cpu()  # the drop rule
             pending.weights[micro.start: micro.stop, :r] = out.weights.float().cpu()
             pending.future_kl[micro.start: micro.stop, :r] = out.future_kl.float().cpu()
         norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip or float("inf"))
@@ -299,13 +305,11 @@ class FIPOTrainer:
         pending, config = self._pending, self.config
         batch, rollout = pending.batch, pending.batch.rollout
         started = time.perf_counter()
-        lr = self.optimizer.param_groups[0]["lr"]
-        self.scheduler.step()
-        self.step_count += 1
+        step = self.step_count + 1  # becomes the trainer's state only once everything fallible is done
         rewards, group = batch.rewards, config.samples_per_prompt
         groups = rewards.view(-1, group)
         metrics = {
-            "step": self.step_count,
+            "step": step,
             "reward/mean": rewards.mean().item(),
             "reward/std": rewards.std().item() if len(rewards) > 1 else 0.0,
             "accuracy/mean": sum(s.correct for s in batch.scored) / len(batch.scored),
@@ -318,21 +322,23 @@ class FIPOTrainer:
             **merge_loss_metrics(pending.parts),
             "update/count": float(pending.next_update),
             "update/skipped": float(pending.skipped),
+            "update/empty": float(pending.empty),
             "grad_norm": sum(pending.grad_norms) / len(pending.grad_norms) if pending.grad_norms else 0.0,
             "grad_norm_max": max(pending.grad_norms) if pending.grad_norms else 0.0,
-            "lr": lr,
+            "lr": self.optimizer.param_groups[0]["lr"],
         }
         result = StepResult(
-            step=self.step_count, metrics=metrics, rollout=rollout, prompts=batch.prompts, responses=batch.responses,
+            step=step, metrics=metrics, rollout=rollout, prompts=batch.prompts, responses=batch.responses,
             rewards=rewards, correct=[s.correct for s in batch.scored], advantages=pending.advantages,
             old_log_probs=pending.old_log_probs, weights=pending.weights, future_kl=pending.future_kl,
-            log_ratio=pending.log_ratio, mini_batch=pending.mini_batch, problems=batch.problems,
+            log_ratio=pending.log_ratio, mini_batch=pending.mini_batch, in_loss=pending.in_loss,
+            problems=batch.problems,
         )
         if config.trace_samples:
             self._write_traces(result)
         trace_s = time.perf_counter() - started
-        if self.eval_problems and config.eval_every and self.step_count % config.eval_every == 0:
-            metrics.update(self.evaluate())
+        if self.eval_problems and config.eval_every and step % config.eval_every == 0:
+            metrics.update(self.evaluate(step=step))
         times = pending.times
         step_s = sum(times.values()) + trace_s
         metrics.update({
@@ -340,9 +346,13 @@ class FIPOTrainer:
             "time/logprob_s": times["logprob_s"], "time/update_s": times["update_s"], "time/step_s": step_s,
             "tokens_per_s": float(rollout.response_lengths.sum()) / step_s,
         })
-        self._pending = None
         self._log(metrics)
-        if config.save_every > 0 and self.step_count % config.save_every == 0:
+        with warnings.catch_warnings():  # a step whose updates were all skipped still advances the schedule
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+            self.scheduler.step()
+        self.step_count = step
+        self._pending = None
+        if config.save_every > 0 and step % config.save_every == 0:
             self.save()
         return result
 
@@ -370,26 +380,28 @@ class FIPOTrainer:
                 "response": "".join(pieces), "answer": result.problems[row].answer,
                 "reward": float(result.rewards[row]), "advantage": float(result.advantages[row]),
                 "correct": bool(result.correct[row]), "finish_reason": result.rollout.finish_reasons[row],
-                "token_ids": ids, "tokens": pieces, "log_ratio": log_ratio.tolist(),
+                "in_loss": bool(result.in_loss[row]), "token_ids": ids, "tokens": pieces, "log_ratio": log_ratio.tolist(),
                 "ratio": torch.exp(log_ratio).tolist(), "future_kl": result.future_kl[row, :length].tolist(),
                 "weight": result.weights[row, :length].tolist(),
                 "post_update_future_kl": post[i, :length].tolist() if post is not None else None,
             })
         trace.write_step(self.out_dir, result.step, records)
 
-    def evaluate(self) -> dict[str, float]:
-        """avg@k / pass@k and lengths on the held-out problems; appended to OUT/eval.jsonl."""
+    def evaluate(self, *, step: int | None = None) -> dict[str, float]:
+        """avg@k / pass@k and lengths on the held-out problems, logged under `step` (default: the
+        last completed step) in OUT/eval.jsonl."""
         if not self.eval_problems:
             raise ValueError("evaluate: no held-out problems (set TrainConfig.eval_data or pass eval_problems)")
         config = self.config
+        step = self.step_count if step is None else step
         started = time.perf_counter()
         metrics = evaluate(
             self.policy, self.eval_problems, self.reward_fn, k=config.eval_k, max_prompt_length=config.max_prompt_length,
             max_new_tokens=config.max_response_length, temperature=config.eval_temperature, top_p=config.eval_top_p,
-            batch_size=config.rollout_batch_size, seed=config.seed * 15_485_863 + self.step_count,
+            batch_size=config.rollout_batch_size, seed=config.seed * 15_485_863 + step,
         )
         metrics["time/eval_s"] = time.perf_counter() - started
-        self.log.append_eval(self.step_count, metrics)
+        self.log.append_eval(step, metrics)
         return metrics
 
     # ------------------------------------------------------------------ loops, logs, checkpoints
@@ -439,16 +451,21 @@ class FIPOTrainer:
         """Checkpoint the completed steps to OUT/checkpoints/step-N (atomically); returns the folder."""
         if self._pending is not None:
             raise RuntimeError("save: a step is half done; call step() to finish it first")
-        return write_checkpoint(self.out_dir, self.step_count, lambda folder: save_training_state(
+        if self._saved_step == self.step_count and checkpoint_dir(self.out_dir, self.step_count).is_dir():
+            return checkpoint_dir(self.out_dir, self.step_count)  # nothing changed since
+        folder = write_checkpoint(self.out_dir, self.step_count, lambda folder: save_training_state(
             folder, policy=self.policy, optimizer=self.optimizer, scheduler=self.scheduler, sampler=self.sampler,
             step=self.step_count, config=self.config,
         ))
+        self._saved_step = self.step_count
+        return folder
 
-    def load_checkpoint(self, folder) -> None:
+    def load_checkpoint(self, folder, *, verified: bool = False) -> None:
         """Restore weights, optimizer, scheduler, RNG and data order from a checkpoint folder;
         metrics, evaluations and traces of later steps are dropped (the run continues from there)."""
         self.step_count = load_training_state(folder, policy=self.policy, optimizer=self.optimizer,
-                                              scheduler=self.scheduler, sampler=self.sampler)
+                                              scheduler=self.scheduler, sampler=self.sampler, verified=verified)
+        self._saved_step = self.step_count
         self._pending = None
         self._clear_run_files(self.step_count)
 
@@ -464,7 +481,7 @@ class FIPOTrainer:
             config = TrainConfig(**json.loads((folder / "config.json").read_text()))
             config.output_dir = str(run_dir)
         trainer = cls(config, _resuming=True, **kwargs)
-        trainer.load_checkpoint(folder)
+        trainer.load_checkpoint(folder, verified=True)  # latest_checkpoint has just verified it
         return trainer
 
     def _clear_run_files(self, step: int) -> None:

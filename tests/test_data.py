@@ -260,3 +260,8 @@ def test_sampler_rejects_empty_problems_bad_batch_size_and_bad_state():
         PromptSampler(single_digit_problems(2), 0)
     with pytest.raises(ValueError, match="bad state"):
         PromptSampler(single_digit_problems(2), 1).load_state_dict({"epoch": 0, "position": 3})
+
+
+def test_unknown_options_of_named_sources_are_reported():
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['sise'\]"):
+        load_problems("single-digit?sise=10")

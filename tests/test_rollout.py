@@ -53,7 +53,8 @@ def test_a_stop_token_ends_the_response_and_is_kept():
 def test_long_prompts_are_cut_on_the_left_and_counted():
     policy = char_policy()
     long_prompt = [{"role": "user", "content": "x" * 300 + " What is 1 + 2?"}]
-    ids, truncated = encode_prompts(policy.tokenizer, [long_prompt, PROMPTS[0]], max_prompt_length=64)
+    ids, truncated, texts = encode_prompts(policy.tokenizer, [long_prompt, PROMPTS[0]], max_prompt_length=64)
+    assert texts[0].startswith("<|im_start|>user\nxxx")  # the whole prompt, before truncation
     assert truncated == 1 and len(ids[0]) == 64
     assert policy.tokenizer.decode(ids[0]).endswith("What is 1 + 2?<|im_end|>\n<|im_start|>assistant\n")
     out = generate(policy.model, policy.tokenizer, [long_prompt], n=2, max_prompt_length=64, max_new_tokens=4)

@@ -72,4 +72,34 @@ def test_overlong_shaping_and_filtering(tmp_path):
     assert truncated.any()
     assert result.metrics["overlong/filtered_frac"] == pytest.approx(truncated.float().mean().item())
     assert result.metrics["policy/tokens"] == int(lengths[~truncated].sum())  # truncated rows left out of the loss
-    assert (result.log_ratio[truncated] == 0).all()
+    assert not result.in_loss[truncated].any() and result.in_loss[~truncated].all()
+    assert (result.weights[truncated] == 1).all() and (result.future_kl[truncated] == 0).all()  # never computed
+
+
+def test_small_generation_batches_without_signal_do_not_crash(tmp_path):
+    config = smoke(tmp_path, "dynamic_sampling=true", "gen_prompts_per_batch=2", "max_num_gen_batches=2")
+    with pytest.warns(UserWarning, match="training on what there is"):
+        result = FIPOTrainer(config, reward_fn=lambda p, r, s: 0.0).step()
+    assert len(result.rollout) == 2 * 8 and (result.advantages == 0).all()
+
+
+def test_a_mini_batch_with_nothing_in_the_loss_takes_no_optimizer_step(tmp_path):
+    config = smoke(tmp_path, "overlong_filter=true", "weight_decay=0.1", "trace_samples=4")
+    trainer = FIPOTrainer(config, reward_fn=coin)
+    eos = trainer.policy.tokenizer.eos_token_id
+
+    def never_stop(module, inputs, logits):  # every response runs to the length limit
+        logits = logits.clone()
+        logits[..., eos] = -1e4
+        return logits
+
+    handle = trainer.policy.model.get_output_embeddings().register_forward_hook(never_stop)
+    before = [p.detach().clone() for p in trainer.policy.trainable_parameters()]
+    result = trainer.step()
+    handle.remove()
+    assert result.metrics["response/truncated_frac"] == 1.0 and result.metrics["update/empty"] == 2
+    assert all(torch.equal(b, p) for b, p in zip(before, trainer.policy.trainable_parameters()))
+    from fipo_nb.trace import load_traces
+
+    traces = load_traces(tmp_path)
+    assert len(traces) == 4 and not traces["in_loss"].any()  # traced as left out of the loss

@@ -51,6 +51,9 @@ def test_selection_spreads_over_mini_batches_and_signs():
     assert select_rows(mini_batch, advantages, 4, seed=0) == rows  # seeded
     zero_last = select_rows(torch.zeros(4, dtype=torch.long), torch.tensor([0.0, 0.0, 1.0, 0.0]), 1, seed=1)
     assert zero_last == [2]
+    # rows with a signal first, from every mini-batch, before any A == 0 row
+    rows = select_rows(torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]), torch.tensor([1.0, 1, 1, 0, 0, 0, 0, 0]), 3, seed=0)
+    assert rows == [0, 1, 2]
 
 
 def test_a_step_writes_traces_that_load_back(tmp_path):

@@ -173,3 +173,33 @@ def test_rollout_update_rollout_update_in_every_adapter_mode(tmp_path, mode):
     assert any(not torch.equal(b, p) for b, p in zip(before, trainer.policy.trainable_parameters()))
     if mode == "qlora":
         assert any(type(m).__name__ == "Linear4bit" for m in trainer.policy.model.modules())
+
+
+def test_a_failure_while_finishing_a_step_is_retried_without_losing_or_repeating_it(tmp_path, monkeypatch):
+    import fipo_nb.trace
+
+    trainer = FIPOTrainer(smoke(tmp_path, "lr_warmup_steps=4"))
+    real = fipo_nb.trace.write_step
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError("disk full")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fipo_nb.trace, "write_step", flaky)
+    with pytest.raises(OSError, match="disk full"):
+        trainer.step()
+    assert trainer.step_count == 0 and trainer.history == [] and trainer._pending is not None
+    result = trainer.step()  # finishes the same step: no update runs twice
+    assert result.step == 1 and trainer.step_count == 1 and [m["step"] for m in trainer.history] == [1]
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(trainer.config.lr * 2 / 4)  # warm-up moved once
+
+
+def test_saving_the_same_step_twice_writes_once(tmp_path):
+    trainer = FIPOTrainer(smoke(tmp_path, "save_every=1"))
+    trainer.train(1, progress=False)  # saved by save_every, then train() asks again at its end
+    manifest = tmp_path / "checkpoints" / "step-1" / "manifest.json"
+    stamp = manifest.stat().st_mtime_ns
+    assert trainer.save() == manifest.parent and manifest.stat().st_mtime_ns == stamp

@@ -14,7 +14,6 @@ function renderPhaseView({ model, el }) {
   const examples = fipoElement("div", "fipo-examples");
   const tip = fipoTooltip();
   el.replaceChildren(controls, charts, examples);
-  let shown = [];
 
   const data = () => model.get("steps_data");
   const selectedIndex = () => data().findIndex((d) => d.step === model.get("selected_step"));
@@ -47,7 +46,6 @@ function renderPhaseView({ model, el }) {
     const gamma = model.get("gamma");
     metricSelect.replaceChildren(...model.get("metrics").map((m) => Object.assign(document.createElement("option"), { value: m, textContent: m })));
     metricSelect.value = metric;
-    shown = [];
     const blocks = model.get("examples").map((example, index) => {
       const block = fipoElement("div", "fipo-example");
       block.append(fipoElement("h4", null, `phase ${example.phase}: ${example.name}`));
@@ -63,7 +61,6 @@ function renderPhaseView({ model, el }) {
       const spans = fipoRenderTokens(box, example.record);
       fipoLegend(legend, metric, fipoRecolour(spans, example.record, metric, gamma), gamma);
       fipoAttachTooltip(box, tip, () => model.get("examples")[index].record);
-      shown.push(block);
       return block;
     });
     examples.replaceChildren(...blocks);

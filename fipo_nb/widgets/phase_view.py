@@ -11,7 +11,7 @@ import traitlets as t
 
 from .. import phases
 from .assets import StaticHTMLFallback, esm, stylesheet
-from .records import METRICS, STYLE, token_html, view_record
+from .records import METRICS, STYLE, token_html, view_records
 
 LENGTH_KEYS = ("min", "q25", "median", "mean", "q75", "max")
 PHASE_COLOURS = ("#bdbdbd", "#6baed6", "#fd8d3c", "#d62728")
@@ -93,19 +93,14 @@ class PhaseView(StaticHTMLFallback, anywidget.AnyWidget):
                  **kwargs):
         if not metrics_rows:
             raise ValueError("PhaseView: no training steps to show")
-        if traces is None:
-            records = []
-        elif hasattr(traces, "iterrows"):
-            records = [view_record(row) for _, row in traces.iterrows()]
-        else:
-            records = list(traces)
+        records = view_records(traces) if traces is not None else []
         self._records = records
         available = [m for m in METRICS if any(m in r["metrics"] for r in records)] or ["weight"]
         data = steps_data(metrics_rows)
         chosen = step if step is not None else data[-1]["step"]
-        super().__init__(steps_data=data, metrics=available, metric=metric, **kwargs)
-        self.selected_step = chosen
-        self.examples = phase_examples(self._records, chosen)
+        super().__init__(steps_data=data, metrics=available, metric=metric, selected_step=chosen,
+                         examples=phase_examples(records, chosen), **kwargs)
+        self.observe(self._on_step, names="selected_step")  # from here on: the user picks steps
 
     @classmethod
     def from_run(cls, run_dir, **kwargs) -> "PhaseView":
@@ -116,7 +111,6 @@ class PhaseView(StaticHTMLFallback, anywidget.AnyWidget):
 
         return cls(read_jsonl(Path(run_dir) / "metrics.jsonl"), load_traces(run_dir), **kwargs)
 
-    @t.observe("selected_step")
     def _on_step(self, change) -> None:
         self.examples = phase_examples(self._records, change["new"])
 

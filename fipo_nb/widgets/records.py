@@ -16,7 +16,7 @@ METRICS = ("weight", "future_kl", "post_update_future_kl", "log_ratio", "ratio")
 NEUTRAL = {"weight": 1.0, "ratio": 1.0}
 POSITIVE, NEGATIVE = (214, 39, 40), (31, 119, 180)  # red above neutral, blue below
 INFO = ("step", "sample", "problem_id", "mini_batch", "loss", "reward", "advantage", "correct", "answer",
-        "finish_reason", "prompt")
+        "finish_reason", "in_loss", "prompt")
 
 STYLE = """<style>
 .fipo-static{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:13px;line-height:1.7;margin:.6em 0}
@@ -52,6 +52,15 @@ def view_record(row) -> dict:
     return record
 
 
+def view_records(source) -> list[dict]:
+    """View records from a load_traces DataFrame, trace rows, view records, or a single one of those."""
+    if hasattr(source, "iterrows"):
+        return [view_record(row) for _, row in source.iterrows()]
+    if isinstance(source, dict):
+        source = [source]
+    return [r if "metrics" in r else view_record(r) for r in source]
+
+
 def neutral_of(metric: str) -> float:
     return NEUTRAL.get(metric, 0.0)
 
@@ -75,6 +84,10 @@ def colour(value, neutral: float, scale: float, gamma: float = 1.0) -> str:
 
 def record_note(record: dict, metric: str) -> str:
     """Why a record looks the way it does, when that could look like a bug."""
+    if record.get("in_loss") is False and metric in ("weight", "future_kl"):
+        return ("This response was left out of the loss (overlong filtering, or FIPO's rule that drops a sequence "
+                "with more than one dual-clipped token): its weights and Future-KL were never computed. Its "
+                "log-ratio and post_update_future_kl still show how the update moved it.")
     if record.get("mini_batch") == 0 and metric in ("weight", "future_kl", "log_ratio", "ratio"):
         return ("This response was in the first mini-batch of its step: it was scored by the policy that had "
                 "sampled it, so its log-ratio and Future-KL are 0 and every weight is exactly 1. FIPO acts from "

@@ -6,15 +6,7 @@ import anywidget
 import traitlets as t
 
 from .assets import StaticHTMLFallback, esm, stylesheet
-from .records import METRICS, record_note, token_html, view_record
-
-
-def _records(source) -> list[dict]:
-    if hasattr(source, "iterrows"):  # a DataFrame from fipo_nb.trace.load_traces
-        return [view_record(row) for _, row in source.iterrows()]
-    if isinstance(source, dict):
-        source = [source]
-    return [r if "metrics" in r else view_record(r) for r in source]
+from .records import METRICS, record_note, token_html, view_records
 
 
 class TokenView(StaticHTMLFallback, anywidget.AnyWidget):
@@ -42,7 +34,7 @@ class TokenView(StaticHTMLFallback, anywidget.AnyWidget):
 
     def __init__(self, records, *, metric: str = "weight", gamma: float = 1.0, step: int | None = None,
                  sample: int = 0, **kwargs):
-        self._all = _records(records)
+        self._all = view_records(records)
         if not self._all:
             raise ValueError("TokenView: no records to show")
         available = [m for m in METRICS if any(m in r["metrics"] for r in self._all)]
