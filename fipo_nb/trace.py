@@ -76,6 +76,32 @@ def select_rows(mini_batch, advantages, count: int, seed: int) -> list[int]:
     return sorted(chosen)
 
 
+def step_records(result, rows: list[int], tokenizer, *, loss: str, post_update_future_kl=None) -> list[dict]:
+    """Trace records (SCHEMA's fields) of `rows` of a trainer StepResult; post_update_future_kl:
+    [len(rows), R] or None."""
+    import torch
+
+    records = []
+    for i, row in enumerate(rows):
+        length = int(result.rollout.response_lengths[row])
+        ids = result.rollout.response_ids[row, :length].tolist()
+        pieces = token_pieces(tokenizer, ids)
+        log_ratio = result.log_ratio[row, :length]  # [L]
+        post = post_update_future_kl[i, :length].tolist() if post_update_future_kl is not None else None
+        records.append({
+            "step": result.step, "sample": row, "problem_id": result.problems[row].id,
+            "mini_batch": int(result.mini_batch[row]), "loss": loss, "prompt": result.prompts[row],
+            "response": "".join(pieces), "answer": result.problems[row].answer,
+            "reward": float(result.rewards[row]), "advantage": float(result.advantages[row]),
+            "correct": bool(result.correct[row]), "finish_reason": result.rollout.finish_reasons[row],
+            "in_loss": bool(result.in_loss[row]), "token_ids": ids, "tokens": pieces, "log_ratio": log_ratio.tolist(),
+            "ratio": torch.exp(log_ratio).tolist(), "future_kl": result.future_kl[row, :length].tolist(),
+            "weight": result.weights[row, :length].tolist(),
+            "post_update_future_kl": post,
+        })
+    return records
+
+
 def step_path(run_dir, step: int) -> Path:
     return Path(run_dir) / "traces" / f"step-{step:06d}.parquet"
 

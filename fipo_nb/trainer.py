@@ -368,23 +368,7 @@ class FIPOTrainer:
             new = self._log_probs(result.rollout, grad=False, rows=rows)  # [k, R] after the last update
             post = future_kl(new - result.old_log_probs[rows], mask, decay_rate=config.fipo.decay_rate,
                              dual_clip=config.fipo.dual_clip, log_ratio_clamp=config.fipo.log_ratio_clamp)
-        records = []
-        for i, row in enumerate(rows):
-            length = int(result.rollout.response_lengths[row])
-            ids = result.rollout.response_ids[row, :length].tolist()
-            pieces = trace.token_pieces(tokenizer, ids)
-            log_ratio = result.log_ratio[row, :length]  # [L]
-            records.append({
-                "step": result.step, "sample": row, "problem_id": result.problems[row].id,
-                "mini_batch": int(result.mini_batch[row]), "loss": config.fipo.loss, "prompt": result.prompts[row],
-                "response": "".join(pieces), "answer": result.problems[row].answer,
-                "reward": float(result.rewards[row]), "advantage": float(result.advantages[row]),
-                "correct": bool(result.correct[row]), "finish_reason": result.rollout.finish_reasons[row],
-                "in_loss": bool(result.in_loss[row]), "token_ids": ids, "tokens": pieces, "log_ratio": log_ratio.tolist(),
-                "ratio": torch.exp(log_ratio).tolist(), "future_kl": result.future_kl[row, :length].tolist(),
-                "weight": result.weights[row, :length].tolist(),
-                "post_update_future_kl": post[i, :length].tolist() if post is not None else None,
-            })
+        records = trace.step_records(result, rows, tokenizer, loss=config.fipo.loss, post_update_future_kl=post)
         trace.write_step(self.out_dir, result.step, records)
 
     def evaluate(self, *, step: int | None = None) -> dict[str, float]:
