@@ -30,6 +30,12 @@ _OFFICIAL_32B = dict(
     eval_every=5, eval_k=32, eval_limit=None, eval_temperature=1.0, eval_top_p=0.7, save_every=10,
 )
 
+_QLORA_GPU = dict(  # single-GPU QLoRA on Qwen2.5-Instruct; each preset changes what its size needs
+    mode="qlora", lora_r=32, lora_alpha=64, data="reasoning-gym:gsm_symbolic?size=5000", prompts_per_step=32,
+    samples_per_prompt=8, mini_batch_size=8, micro_batch_size=8, lr=1e-5, max_prompt_length=1024,
+    max_response_length=4096, gradient_checkpointing=True, steps=300,
+)
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
@@ -61,29 +67,19 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "qlora-qwen2.5-0.5b",
             "Qwen2.5-0.5B-Instruct, QLoRA r32, one 16-24 GB GPU: 32 prompts x 8, 4 updates per rollout",
-            dict(model="Qwen/Qwen2.5-0.5B-Instruct", mode="qlora", lora_r=32, lora_alpha=64,
-                 data="reasoning-gym:gsm_symbolic?size=5000", prompts_per_step=32, samples_per_prompt=8,
-                 mini_batch_size=8, micro_batch_size=16, lr=1e-5, max_prompt_length=1024,
-                 max_response_length=2048, gradient_checkpointing=True, steps=300,
+            dict(_QLORA_GPU, model="Qwen/Qwen2.5-0.5B-Instruct", micro_batch_size=16, max_response_length=2048,
                  output_dir="runs/qlora-qwen2.5-0.5b"),
         ),
         Preset(
             "qlora-qwen2.5-1.5b",
             "Qwen2.5-1.5B-Instruct, QLoRA r32, one 24-40 GB GPU: 32 prompts x 8, 4 updates per rollout",
-            dict(model="Qwen/Qwen2.5-1.5B-Instruct", mode="qlora", lora_r=32, lora_alpha=64,
-                 data="reasoning-gym:gsm_symbolic?size=5000", prompts_per_step=32, samples_per_prompt=8,
-                 mini_batch_size=8, micro_batch_size=8, lr=1e-5, max_prompt_length=1024,
-                 max_response_length=4096, gradient_checkpointing=True, steps=300,
-                 output_dir="runs/qlora-qwen2.5-1.5b"),
+            dict(_QLORA_GPU, model="Qwen/Qwen2.5-1.5B-Instruct", output_dir="runs/qlora-qwen2.5-1.5b"),
         ),
         Preset(
             "qlora-qwen2.5-7b",
             "Qwen2.5-7B-Instruct, QLoRA r64, one 80 GB GPU: 16 prompts x 8, 4 updates per rollout",
-            dict(model="Qwen/Qwen2.5-7B-Instruct", mode="qlora", lora_r=64, lora_alpha=128,
-                 data="reasoning-gym:gsm_symbolic?size=5000", prompts_per_step=16, samples_per_prompt=8,
-                 mini_batch_size=4, micro_batch_size=4, lr=5e-6, max_prompt_length=1024,
-                 max_response_length=4096, gradient_checkpointing=True, steps=300,
-                 output_dir="runs/qlora-qwen2.5-7b"),
+            dict(_QLORA_GPU, model="Qwen/Qwen2.5-7B-Instruct", lora_r=64, lora_alpha=128, prompts_per_step=16,
+                 mini_batch_size=4, micro_batch_size=4, lr=5e-6, output_dir="runs/qlora-qwen2.5-7b"),
         ),
         Preset(
             "paper-fipo-32b",
