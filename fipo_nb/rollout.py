@@ -137,6 +137,53 @@ def eos_token_ids(model, tokenizer) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
+# Every logits processor generate() knows, at its neutral value. transformers fills each field a
+# GenerationConfig leaves unset (or at the library default) from the model's own generation_config
+# (Qwen2.5-Instruct ships repetition_penalty=1.05, top_k=20, top_p=0.8): sampling would then come from
+# a distribution that the log-prob pass never scores, an uncorrected off-policy bias.
+NEUTRAL_SAMPLING = dict(
+    repetition_penalty=1.0, encoder_repetition_penalty=1.0, no_repeat_ngram_size=0,
+    encoder_no_repeat_ngram_size=0, min_length=0, min_new_tokens=None, bad_words_ids=None, suppress_tokens=None,
+    begin_suppress_tokens=None, sequence_bias=None, forced_bos_token_id=None, forced_eos_token_id=None,
+    typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0, min_p=None, top_h=None, exponential_decay_length_penalty=None,
+    renormalize_logits=False, guidance_scale=None, watermarking_config=None, num_beams=1, num_beam_groups=1,
+    num_return_sequences=1, penalty_alpha=None, dola_layers=None, prompt_lookup_num_tokens=None,
+    output_scores=False, output_logits=False, return_dict_in_generate=False,
+)
+
+
+def sampling_config(*, temperature: float, top_p: float, top_k: int, max_new_tokens: int, stop_ids: list[int],
+                    pad_id: int):
+    """A GenerationConfig that says everything: only these settings shape the sampled distribution."""
+    from transformers import GenerationConfig
+
+    known = GenerationConfig().to_dict()  # fields of this transformers version (some above are newer or older)
+    neutral = {key: value for key, value in NEUTRAL_SAMPLING.items() if key in known}
+    return GenerationConfig(
+        **neutral, do_sample=temperature > 0, temperature=temperature if temperature > 0 else 1.0,
+        top_p=top_p if temperature > 0 else 1.0, top_k=top_k if temperature > 0 else 0,
+        max_new_tokens=max_new_tokens, eos_token_id=stop_ids, pad_token_id=pad_id, use_cache=True,
+    )
+
+
+@contextlib.contextmanager
+def model_defaults_off(model):
+    """Swap each wrapped transformers model's own generation_config for the library's defaults
+    while sampling, so that nothing of it (repetition penalty, top_k, suppressed words, ...) can
+    be merged into the config generate() is given; restored afterwards."""
+    from transformers import GenerationConfig
+
+    swapped = [m for m in model.modules() if isinstance(m.__dict__.get("generation_config"), GenerationConfig)]
+    saved = [m.generation_config for m in swapped]
+    for module in swapped:
+        module.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        for module, config in zip(swapped, saved):
+            module.generation_config = config
+
+
 @contextlib.contextmanager
 def sampling_mode(model):
     """No grad, and gradient checkpointing paused (it turns the KV cache off in train mode)."""
@@ -175,9 +222,14 @@ def generate(
     top_k: int = 0,
     batch_size: int | None = None,
 ) -> Rollout:
-    """Sample `n` responses for each prompt (chat messages or text). temperature 0 = greedy."""
-    from transformers import GenerationConfig
+    """Sample `n` responses for each prompt (chat messages or text). temperature 0 = greedy.
 
+    Only the arguments shape the distribution: the model's own generation_config (repetition
+    penalty, top_k, ...) is switched off while sampling (`model_defaults_off`), so with top_p = 1
+    and top_k = 0 the samples come from exactly the distribution the log-prob pass scores at this
+    temperature. top_p < 1 or top_k > 0 sample from a truncated distribution that the loss does
+    not model (as in verl, whose validation uses top_p 0.7; its training samples at top_p 1).
+    """
     if not prompts:
         raise ValueError("generate: no prompts")
     if max_new_tokens < 1 or n < 1:
@@ -188,16 +240,13 @@ def generate(
     pad_id = pad_token_id(tokenizer)
     stop_ids = eos_token_ids(model, tokenizer)
     prompt_ids, prompt_mask = _left_pad([ids for ids in encoded for _ in range(n)], pad_id)  # [N, P]
-    sampling = GenerationConfig(
-        do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
-        top_p=top_p if temperature > 0 else None, top_k=top_k if temperature > 0 else None,
-        max_new_tokens=max_new_tokens, eos_token_id=stop_ids, pad_token_id=pad_id, use_cache=True,
-    )
+    sampling = sampling_config(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
+                               stop_ids=stop_ids, pad_id=pad_id)
     device = next(model.parameters()).device
     rows = prompt_ids.shape[0]
     step = batch_size or rows
     pieces = []
-    with sampling_mode(model):
+    with sampling_mode(model), model_defaults_off(model):
         for start in range(0, rows, step):
             part = slice(start, start + step)
             out = model.generate(

@@ -80,3 +80,23 @@ def test_greedy_sampling_is_deterministic_and_checkpointing_comes_back():
     b = generate(policy.model, policy.tokenizer, PROMPTS, n=2, max_prompt_length=512, max_new_tokens=8, temperature=0)
     assert torch.equal(a.response_ids, b.response_ids)
     assert policy.model.is_activation_checkpointing and policy.model.training
+
+
+def test_the_models_own_generation_defaults_never_reach_sampling():
+    # Qwen2.5-Instruct ships repetition_penalty=1.05 (and top_k, top_p): transformers would merge
+    # such defaults into our GenerationConfig and sample from a distribution nobody scores
+    from transformers import GenerationConfig
+
+    plain, loaded = char_policy(), char_policy()
+    loaded.model.get_base_model().generation_config = GenerationConfig(
+        repetition_penalty=1.5, no_repeat_ngram_size=2, top_k=3, top_p=0.5, min_new_tokens=30, temperature=0.3,
+        suppress_tokens=[5, 6, 7], bad_words_ids=[[8], [9]], eos_token_id=plain.tokenizer.eos_token_id,
+    )
+    kwargs = dict(n=4, max_prompt_length=64, max_new_tokens=40)
+    torch.manual_seed(7)
+    want = generate(plain.model, plain.tokenizer, PROMPTS, **kwargs)
+    torch.manual_seed(7)
+    got = generate(loaded.model, loaded.tokenizer, PROMPTS, **kwargs)
+    assert torch.equal(want.response_ids, got.response_ids) and want.finish_reasons == got.finish_reasons
+    assert want.finish_reasons.count("stop") > 0  # min_new_tokens=30 did not hold the stop token back
+    assert loaded.model.get_base_model().generation_config.repetition_penalty == 1.5  # restored afterwards
