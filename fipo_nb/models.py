@@ -268,16 +268,39 @@ def set_activation_checkpointing(model, enabled: bool) -> None:
         model.gradient_checkpointing_disable()
 
 
+DROPOUT_KEYS = ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop",
+                "attn_dropout", "resid_dropout", "dropout_p", "dropout_rate")
+
+
 def _no_dropout(model) -> None:
-    """Zero every dropout probability in the config: models stay in train() mode (see module doc)."""
-    for key in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop"):
+    """Zero every dropout probability: models stay in train() mode (see module doc).
+
+    The config alone is not enough: Qwen2 / Llama attention copies `config.attention_dropout`
+    into each module (`self.attention_dropout`) when the model is built and applies it whenever
+    the module is in train mode. So the float attributes of every module are zeroed too, and the
+    p of every nn.Dropout; otherwise the first mini-batch's log-ratio would not be 0 and
+    Future-KL would sum dropout noise.
+    """
+    found = {}
+    for key in DROPOUT_KEYS:
         value = getattr(model.config, key, None)
         if isinstance(value, float) and value > 0:
-            warnings.warn(f"{key}={value} set to 0: fipo_nb samples and scores in train() mode", stacklevel=3)
+            found[f"config.{key}"] = value
             setattr(model.config, key, 0.0)
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
+            if module.p > 0:
+                found.setdefault(type(module).__name__, module.p)
             module.p = 0.0
+            continue
+        for key in DROPOUT_KEYS:
+            value = module.__dict__.get(key)  # plain attributes only: never a submodule or a property
+            if isinstance(value, float) and value > 0:
+                found.setdefault(f"{type(module).__name__}.{key}", value)
+                setattr(module, key, 0.0)
+    if found:
+        listed = ", ".join(f"{key}={value}" for key, value in found.items())
+        warnings.warn(f"dropout set to 0 ({listed}): fipo_nb samples and scores in train() mode", stacklevel=3)
 
 
 def load_policy(
