@@ -17,9 +17,10 @@ exact where the official code approximates, on purpose:
   * Future-KL is a chunked scan in float32 (float64 for float64 input), O(B*T*C) time and
     O(B*T) memory. The official code builds T x 128 decay blocks (O(B*T^2) work) in the input
     dtype, which loses precision in bf16.
-  * `num_tokens` normalises by the token count of the whole mini-batch, so splitting a
-    mini-batch into micro-batches gives the same gradient. The official code takes the
-    token-mean per micro-batch and rescales, which only approximates the global mean.
+  * The token-mean is over the kept tokens of the whole mini-batch (`num_tokens`, and the
+    trainer's rescaling in update.py), so splitting a mini-batch into micro-batches gives the
+    same gradient. The official code takes the token-mean per micro-batch and rescales, which
+    only approximates the global mean.
 This module imports no model code.
 """
 
@@ -220,11 +221,13 @@ def policy_loss(
 
     log_prob: [B, T] under the policy being trained (carries the gradient); old_log_prob: [B, T]
     from the no-grad pass right after the rollout; advantages: [B] or [B, T]; response_mask:
-    [B, T]. num_tokens: denominator of the token-mean when a mini-batch is split into
-    micro-batches: the response-token count of the whole mini-batch (sequences removed by the
-    drop rule still count, as in verl's global-token normalisation). None: this batch's kept
-    tokens, as the official code does per micro-batch. num_sequences: the same for "grpo"'s
-    sequence mean. A batch with nothing to learn from gives loss 0, never NaN.
+    [B, T]. num_tokens: denominator of the token-mean, for a mini-batch split into
+    micro-batches. None: this batch's tokens kept after the drop rule, the official loss on a
+    whole mini-batch. The trainer (`update.accumulate_gradient`) passes the mini-batch's
+    response-token count and rescales the summed gradient by tokens / kept once every
+    micro-batch is done, which is exactly the official mean over kept tokens; verl's global
+    normalisation passes its all-token count and keeps it. num_sequences: the same for
+    "grpo"'s sequence mean. A batch with nothing to learn from gives loss 0, never NaN.
     """
     config.validate()
     if log_prob.shape != old_log_prob.shape or log_prob.shape != response_mask.shape or log_prob.dim() != 2:
