@@ -2,9 +2,15 @@
 
 avg@k is the mean accuracy over all k x problems samples (the paper's AIME "avg@32"); pass@k
 is the share of problems with at least one correct sample among their k.
+
+Problems are sampled once each: DAPO's AIME-2024 file repeats every problem 32 times (verl
+samples each row once), so k = 32 on it would cost 32x and compute pass@k over duplicates.
+`unique_problems` keeps the first of identical (prompt, answer) rows.
 """
 
 from __future__ import annotations
+
+import json
 
 import torch
 
@@ -22,6 +28,23 @@ def length_metrics(lengths: torch.Tensor, prefix: str = "length") -> dict[str, f
     }
 
 
+def unique_problems(problems) -> list:
+    """`problems` without repeats of the same prompt and answer, in first-seen order.
+
+    >>> from fipo_nb.data import Problem
+    >>> a, b = Problem([{"role": "user", "content": "1+1?"}], "2", "f:0"), Problem([{"role": "user", "content": "2+2?"}], "4", "f:1")
+    >>> [p.id for p in unique_problems([a, b, Problem(a.prompt, "2", "f:2")])]
+    ['f:0', 'f:1']
+    """
+    seen, out = set(), []
+    for problem in problems:
+        key = (json.dumps(problem.prompt, sort_keys=True), str(problem.answer))
+        if key not in seen:
+            seen.add(key)
+            out.append(problem)
+    return out
+
+
 def evaluate(
     policy,
     problems,
@@ -37,11 +60,14 @@ def evaluate(
 ) -> dict[str, float]:
     """Sample k responses per problem and score them; returns "eval/..." metrics.
 
-    Runs under its own RNG seed, restoring the caller's afterwards, so evaluating in the middle
-    of training does not change what training samples next.
+    Repeated problems are sampled once (`unique_problems`; `eval/duplicates` counts the rows
+    left out). Runs under its own RNG seed, restoring the caller's afterwards, so evaluating in
+    the middle of training does not change what training samples next.
     """
     if not problems:
         raise ValueError("evaluate: no problems")
+    given = len(problems)
+    problems = unique_problems(problems)
     with torch.random.fork_rng():  # CPU and every CUDA device: manual_seed reseeds them all
         torch.manual_seed(seed)
         rollout = generate(
@@ -57,5 +83,6 @@ def evaluate(
         "eval/reward_mean": sum(s.reward for s in scored) / len(scored),
         "eval/truncated_frac": sum(r == "length" for r in rollout.finish_reasons) / len(rollout),
         "eval/problems": float(len(problems)),
+        "eval/duplicates": float(given - len(problems)),
         **length_metrics(rollout.response_lengths, "eval/length"),
     }

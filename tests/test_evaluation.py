@@ -38,3 +38,22 @@ def test_evaluating_does_not_change_what_training_does(tmp_path):
         runs.append([{k: v for k, v in without_timings(m).items() if not k.startswith("eval/")}
                      for m in trainer.history])
     assert runs[0] == runs[1]
+
+
+def test_repeated_problems_are_sampled_once(tmp_path):
+    # DAPO's AIME file repeats each problem 32 times: k samples per *distinct* problem, not 32 k
+    from fipo_nb.data import from_records
+    from fipo_nb.evaluation import evaluate
+    from fipo_nb.models import load_policy
+    from fipo_nb.rewards import MathReward
+
+    policy = load_policy("tiny-qwen2-char", "lora", lora_r=2, device="cpu")
+    distinct = from_records([{"problem": f"{d} + 1?", "answer": str(d + 1)} for d in range(3)], instruction=None)
+    repeated = from_records([{"problem": f"{d} + 1?", "answer": str(d + 1)} for d in range(3) for _ in range(4)],
+                            instruction=None)
+    kwargs = dict(k=2, max_prompt_length=64, max_new_tokens=4, seed=3)
+    once = evaluate(policy, distinct, MathReward(mode="last_number"), **kwargs)
+    again = evaluate(policy, repeated, MathReward(mode="last_number"), **kwargs)
+    assert again["eval/problems"] == 3 and again["eval/duplicates"] == 9 and once["eval/duplicates"] == 0
+    assert {k: v for k, v in again.items() if k != "eval/duplicates"} == \
+        {k: v for k, v in once.items() if k != "eval/duplicates"}
