@@ -163,7 +163,7 @@ class TrainConfig:
     lr: float = 1e-6
     """Peak learning rate (official full fine-tune: 1e-6; LoRA usually wants ~1e-5 to 1e-4)."""
     lr_warmup_steps: int = 10
-    """Linear warm-up over the first N steps: step k (0-based) uses lr * (k + 1) / N."""
+    """Linear warm-up over the first N steps, as verl: step k (0-based) uses lr * k / N (step 1 at 0), then lr."""
     lr_schedule: str = "constant"
     """After warm-up: "constant" (official) or "cosine" (to 10% of lr at `steps`)."""
     weight_decay: float = 0.1
@@ -228,7 +228,7 @@ class TrainConfig:
     eval_k: int = 4
     """Samples per evaluation problem: avg@k and pass@k (the paper: avg@32 on AIME)."""
     eval_limit: int | None = 64
-    """Evaluate on the first N problems of eval_data (None: all)."""
+    """Evaluate on the first N distinct problems of eval_data (None: all); repeated rows are sampled once."""
     eval_temperature: float = 1.0
     """Validation sampling temperature (official: 1.0)."""
     eval_top_p: float = 0.7

@@ -37,9 +37,9 @@ from .checkpoint import (
     write_checkpoint,
 )
 from .config import TrainConfig
-from .core import future_kl, group_advantages, policy_loss
+from .core import future_kl, group_advantages
 from .data import DAPO_INSTRUCTION, PromptSampler, load_problems
-from .evaluation import evaluate, length_metrics
+from .evaluation import evaluate, length_metrics, unique_problems
 from .interrupts import SafeInterrupt
 from .logprobs import token_logprobs
 from .models import Policy, load_policy
@@ -47,6 +47,7 @@ from .rewards import MathReward
 from .rollout import Rollout, pad_token_id
 from .runlog import RunLog, format_table_header, format_table_row
 from .sampling import Batch, sample_batch
+from .update import accumulate_gradient, micro_batch_ranges
 
 _SUMMED = ("policy/tokens", "policy/kept_tokens", "policy/sequences")
 
@@ -117,9 +118,11 @@ def merge_loss_metrics(parts: list[dict[str, float]]) -> dict[str, float]:
 
 
 def _lr_multiplier(config: TrainConfig):
+    """lr factor of step `step` (0-based; every update of a step uses it), as verl's schedules: warm-up
+    gives step k the rate lr * k / N, so the first step trains at 0 (its Adam moments still update)."""
     def multiplier(step: int) -> float:
         if step < config.lr_warmup_steps:
-            return (step + 1) / config.lr_warmup_steps
+            return step / config.lr_warmup_steps
         if config.lr_schedule == "cosine":
             span = max(config.steps - config.lr_warmup_steps, 1)
             progress = min((step - config.lr_warmup_steps) / span, 1.0)
@@ -160,8 +163,9 @@ class FIPOTrainer:
         self.problems = list(problems) if problems is not None else load_config_problems(config, config.data,
                                                                                          config.data_limit)
         self.eval_problems = eval_problems
-        if eval_problems is None and config.eval_data is not None:
-            self.eval_problems = load_config_problems(config, config.eval_data, config.eval_limit)
+        if eval_problems is None and config.eval_data is not None:  # eval_limit counts unique problems
+            self.eval_problems = unique_problems(load_config_problems(config, config.eval_data, None))
+            self.eval_problems = self.eval_problems[: config.eval_limit]
         self.reward_fn = reward_fn or MathReward(
             correct=config.reward_correct, incorrect=config.reward_incorrect, mode=config.answer_mode
         )
@@ -227,16 +231,22 @@ class FIPOTrainer:
             times={**times, "logprob_s": time.perf_counter() - started, "update_s": 0.0},
         )
 
-    def _micro_batches(self, rows: range) -> list[range]:
-        size = self.config.micro_batch_size
-        return [range(start, min(start + size, rows.stop)) for start in range(rows.start, rows.stop, size)]
+    def _micro_batch_ranges(self, n_rows: int) -> list[list[range]]:
+        """Rows per mini-batch, split into micro-batches: one split for the old-log-prob pass and the updates."""
+        config = self.config
+        return micro_batch_ranges(n_rows, config.mini_batch_size * config.samples_per_prompt, config.micro_batch_size)
 
     def _log_probs(self, rollout: Rollout, *, grad: bool, rows: list[int] | None = None) -> torch.Tensor:
-        """Per-token log-probs of `rows` ([n, R], 0 at padding), micro-batch by micro-batch."""
-        rows = list(range(len(rollout))) if rows is None else list(rows)
+        """Per-token log-probs ([n, R], 0 at padding) of `rows`, or of every row split as the updates split them."""
+        if rows is None:
+            rows, parts = list(range(len(rollout))), [m for mb in self._micro_batch_ranges(len(rollout)) for m in mb]
+        else:
+            rows = list(rows)
+            parts = [range(s, min(s + self.config.micro_batch_size, len(rows)))
+                     for s in range(0, len(rows), self.config.micro_batch_size)]
         out = torch.zeros(len(rows), rollout.response_ids.shape[1])
         with torch.set_grad_enabled(grad):
-            for micro in self._micro_batches(range(len(rows))):
+            for micro in parts:
                 values = self._micro_log_probs(rollout.select([rows[i] for i in micro]))
                 out[micro.start: micro.stop, : values.shape[1]] = values.detach().cpu()
         return out
@@ -251,55 +261,39 @@ class FIPOTrainer:
     def _run_update(self, pending: _Pending) -> bool:
         """The next mini-batch's optimizer update; True once the step has no update left."""
         config = self.config
-        rollout, n_rows = pending.batch.rollout, len(pending.batch.rollout)
-        rows_per_update = config.mini_batch_size * config.samples_per_prompt
-        if pending.next_update * rows_per_update >= n_rows:
+        rollout = pending.batch.rollout
+        mini_batches = self._micro_batch_ranges(len(rollout))
+        if pending.next_update >= len(mini_batches):
             return True
         started = time.perf_counter()
         index = pending.next_update
-        rows = range(index * rows_per_update, min((index + 1) * rows_per_update, n_rows))
-        pending.mini_batch[rows.start: rows.stop] = index
-        loss_mask = pending.loss_mask
-        num_tokens = int(loss_mask[rows.start: rows.stop].sum())
-        if num_tokens == 0:  # every response here is filtered out: no step, or AdamW would still move weights
-            pending.empty += 1
-            pending.next_update += 1
-            return pending.next_update * rows_per_update >= n_rows
+        micro_batches = mini_batches[index]
+        rows = slice(micro_batches[0].start, micro_batches[-1].stop)
+        pending.mini_batch[rows] = index
         params = self.policy.trainable_parameters()
-        self.optimizer.zero_grad(set_to_none=True)
-        finite = True
-        for micro in self._micro_batches(rows):
-            part = rollout.select(micro)
-            log_prob = self._micro_log_probs(part)  # [n, r] with grad
-            r, device = log_prob.shape[1], log_prob.device
-            old = pending.old_log_probs[micro.start: micro.stop, :r].to(device)  # [n, r]
-            mask = loss_mask[micro.start: micro.stop, :r].to(device)  # [n, r]
-            out = policy_loss(log_prob, old, pending.advantages[micro.start: micro.stop].to(device), mask,
-                              config.fipo, num_tokens=num_tokens, num_sequences=len(rows))
-            if not torch.isfinite(out.loss):
-                finite = False
-                break
-            out.loss.backward()
-            pending.parts.append(out.metrics)
-            bound = config.fipo.log_ratio_clamp
-            response = part.response_mask.to(device)  # [n, r] the log-ratio of filtered rows is traced too
-            delta = torch.where(response, (log_prob.detach() - old).clamp(-bound, bound), torch.zeros_like(old))
-            pending.log_ratio[micro.start: micro.stop, :r] = delta.float().cpu()
-            pending.in_loss[micro.start: micro.stop] &= out.token_mask.any(dim=1).cpu()  # the drop rule
-            pending.weights[micro.start: micro.stop, :r] = out.weights.float().cpu()
-            pending.future_kl[micro.start: micro.stop, :r] = out.future_kl.float().cpu()
-        norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip or float("inf"))
-        if finite and torch.isfinite(norm):
-            self.optimizer.step()
-            pending.grad_norms.append(norm.item())
+        grad = accumulate_gradient(
+            micro_batches, lambda micro: self._micro_log_probs(rollout.select(micro)), pending.old_log_probs,
+            pending.advantages, pending.loss_mask, rollout.response_mask, config.fipo, params,
+        )
+        pending.parts.extend(grad.metrics)
+        pending.log_ratio[rows], pending.weights[rows], pending.future_kl[rows] = \
+            grad.log_ratio, grad.weights, grad.future_kl
+        pending.in_loss[rows] &= grad.in_loss
+        if grad.finite and grad.kept == 0:  # nothing left in the loss: no step, or AdamW would still move weights
+            pending.empty += 1
         else:
-            pending.skipped += 1
-            warnings.warn(f"step {self.step_count + 1}, update {index}: non-finite loss or gradient; "
-                          "update skipped, weights untouched", stacklevel=3)
+            norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip or float("inf"))
+            if grad.finite and torch.isfinite(norm):
+                self.optimizer.step()
+                pending.grad_norms.append(norm.item())
+            else:
+                pending.skipped += 1
+                warnings.warn(f"step {self.step_count + 1}, update {index}: non-finite loss or gradient; "
+                              "update skipped, weights untouched", stacklevel=3)
         self.optimizer.zero_grad(set_to_none=True)
         pending.next_update += 1
         pending.times["update_s"] += time.perf_counter() - started
-        return pending.next_update * rows_per_update >= n_rows
+        return pending.next_update >= len(mini_batches)
 
     def _finish_step(self) -> StepResult:
         pending, config = self._pending, self.config

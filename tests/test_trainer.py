@@ -194,7 +194,7 @@ def test_a_failure_while_finishing_a_step_is_retried_without_losing_or_repeating
     assert trainer.step_count == 0 and trainer.history == [] and trainer._pending is not None
     result = trainer.step()  # finishes the same step: no update runs twice
     assert result.step == 1 and trainer.step_count == 1 and [m["step"] for m in trainer.history] == [1]
-    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(trainer.config.lr * 2 / 4)  # warm-up moved once
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(trainer.config.lr * 1 / 4)  # warm-up moved once
 
 
 def test_saving_the_same_step_twice_writes_once(tmp_path):
@@ -203,3 +203,47 @@ def test_saving_the_same_step_twice_writes_once(tmp_path):
     manifest = tmp_path / "checkpoints" / "step-1" / "manifest.json"
     stamp = manifest.stat().st_mtime_ns
     assert trainer.save() == manifest.parent and manifest.stat().st_mtime_ns == stamp
+
+
+def test_old_log_probs_and_updates_split_rows_into_the_same_micro_batches(tmp_path):
+    # 16 rows per update, micro-batches of 6: both passes must see 0-5, 6-11, 12-15 | 16-21, 22-27, 28-31
+    trainer = FIPOTrainer(smoke(tmp_path, "micro_batch_size=6"), reward_fn=coin)
+    seen = {False: [], True: []}  # grad enabled -> response ids of each micro-batch, in order
+    score = trainer._micro_log_probs
+
+    def recording(part):
+        seen[torch.is_grad_enabled()].append(part.response_ids)
+        return score(part)
+
+    trainer._micro_log_probs = recording
+    trainer.step()
+    assert [len(ids) for ids in seen[False]] == [6, 6, 4, 6, 6, 4]
+    assert len(seen[True]) == len(seen[False])
+    for old, new in zip(seen[False], seen[True]):
+        assert torch.equal(old, new)
+
+
+def test_dropout_in_the_attention_modules_is_switched_off(tmp_path):
+    from fipo_nb.models import tiny_model
+
+    config = smoke(tmp_path)
+    model, tokenizer = tiny_model(config.model)
+    model = type(model)(type(model.config)(**{**model.config.to_dict(), "attention_dropout": 0.1}))  # built with it
+    assert any(getattr(m, "attention_dropout", 0) == 0.1 for m in model.modules())  # copied into each layer
+    with pytest.warns(UserWarning, match="attention_dropout"):
+        policy = load_policy(model, "lora", tokenizer=tokenizer, lora_r=8, lora_alpha=16, device="cpu")
+    assert all(getattr(m, "attention_dropout", 0.0) == 0.0 for m in policy.model.modules())
+    result = FIPOTrainer(config, policy=policy, reward_fn=coin).step()
+    first = result.mini_batch == 0
+    assert (result.log_ratio[first] == 0).all()  # in train() mode, exactly: no dropout noise
+    assert (result.weights[first] == 1).all()
+
+
+def test_warm_up_starts_at_zero_as_verl(tmp_path):
+    # verl: step k (1-based) trains at lr * (k - 1) / N; the first step changes no weight
+    trainer = FIPOTrainer(smoke(tmp_path, "lr_warmup_steps=4", "lr=0.01"), reward_fn=coin)
+    before = [p.detach().clone() for p in trainer.policy.trainable_parameters()]
+    first = trainer.step().metrics
+    assert first["lr"] == 0.0 and first["update/count"] == 2 and first["grad_norm"] > 0
+    assert all(torch.equal(b, p) for b, p in zip(before, trainer.policy.trainable_parameters()))
+    assert trainer.step().metrics["lr"] == pytest.approx(0.01 / 4)
