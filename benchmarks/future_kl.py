@@ -3,7 +3,7 @@
 Both run on the same inputs in the same process (machines here are shared and noisy, so only
 the ratio measured in one run means anything). Each is checked against a float64 reverse loop.
 
-    .venv/bin/python benchmarks/future_kl.py [--batch 16] [--lengths 1024 4096 20480] [--decay-rate 32]
+    .venv/bin/python benchmarks/future_kl.py [--batch 16] [--lengths 1024 4096 20480] [--decay-rate 32] [--quick]
 
 The official formulation (verl fork, `compute_policy_loss_future_kl`) is rewritten here from
 its description: for every block of 128 future positions it builds a [T, 128] matrix of
@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from fipo_nb.core import future_kl
+from fipo_nb.core import future_kl, future_kl_reference
 
 
 def official_future_kl(log_ratio, response_mask, *, decay_rate, dual_clip=10.0, chunk_size=128):
@@ -36,20 +36,6 @@ def official_future_kl(log_ratio, response_mask, *, decay_rate, dual_clip=10.0, 
         dist = torch.arange(start, end, device=device)[None, :] - pos  # [T, Kb], k - t
         block = torch.pow(gamma, dist.clamp(min=0)) * (dist >= 0).to(dtype)  # [T, Kb]
         out += kl[:, start:end] @ block.t()  # [B, T]
-    return out
-
-
-def reference_future_kl(log_ratio, response_mask, *, decay_rate, dual_clip=10.0):
-    """Float64 reverse loop: y_t = x_t + gamma * y_{t+1}."""
-    delta = log_ratio.double().clamp(-20.0, 20.0)
-    feeds = response_mask.bool() & (delta <= math.log(dual_clip))
-    x = torch.where(feeds, delta, torch.zeros_like(delta))
-    gamma = 2 ** (-1.0 / decay_rate)
-    out = torch.zeros_like(x)
-    acc = torch.zeros(x.shape[0], dtype=torch.float64)
-    for t in range(x.shape[1] - 1, -1, -1):
-        acc = x[:, t] + gamma * acc
-        out[:, t] = acc
     return out
 
 
@@ -77,7 +63,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 20480])
     parser.add_argument("--decay-rate", type=float, default=32.0)
+    parser.add_argument("--quick", action="store_true", help="smallest setting (seconds): B = 2, T = 256")
     args = parser.parse_args()
+    if args.quick:
+        args.batch, args.lengths = 2, [256]
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, B = {args.batch}, "
           f"decay_rate = {args.decay_rate:g}, float32 inputs")
@@ -89,7 +78,7 @@ def main() -> None:
         kwargs = dict(decay_rate=args.decay_rate, dual_clip=10.0)
         ours_s = timed(lambda: future_kl(log_ratio, mask, **kwargs), repeats=20)
         official_s = timed(lambda: official_future_kl(log_ratio, mask, **kwargs), repeats=1 if length > 8192 else 3)
-        reference = reference_future_kl(log_ratio, mask, **kwargs)
+        reference = future_kl_reference(log_ratio, mask, **kwargs)
         ours_err = (future_kl(log_ratio, mask, **kwargs).double() - reference).abs().max().item()
         official = official_future_kl(log_ratio, mask, **kwargs).double()
         official_err = (torch.where(mask, official, 0.0) - reference).abs().max().item()

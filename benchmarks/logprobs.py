@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/logprobs.py [--batch 8] [--length 2048] [--chunk-size 1024]
     .venv/bin/python benchmarks/logprobs.py --backward        # forward + backward, T picked to fit
+    .venv/bin/python benchmarks/logprobs.py --quick           # smallest setting (B=2, T=64, chunk 32), seconds
 
 Inputs: hidden states [B, T, H] (H = 896, Qwen2.5-0.5B) and an output head Linear(H, V) with
 Qwen's V = 151,936, random from a fixed seed, float32. The naive path is head(hidden) ->
@@ -120,9 +121,12 @@ def main() -> None:
     parser.add_argument("--length", type=int, help="T; default 2048 (--backward: the largest that fits)")
     parser.add_argument("--chunk-size", type=int, default=1024, help="rows of logits per chunk, as token_logprobs")
     parser.add_argument("--backward", action="store_true", help="measure forward + backward")
+    parser.add_argument("--quick", action="store_true", help="smallest setting (seconds): B=2, T=64, chunk 32")
     parser.add_argument("--child", choices=["naive", "chunked"], dest="path", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        args.batch, args.length, args.chunk_size = 2, 64, 32
     if args.path:
         args.length = args.length or 2048
         child(args)

@@ -38,6 +38,7 @@ __all__ = [
     "PolicyLossOutput",
     "discounted_suffix_sum",
     "future_kl",
+    "future_kl_reference",
     "group_advantages",
     "influence_weights",
     "informative_groups",
@@ -132,6 +133,22 @@ def future_kl(
     gamma = 2.0 ** (-1.0 / decay_rate)  # gamma = 2^(-1/tau), tau a half-life in tokens
     scanned = discounted_suffix_sum(terms, gamma, chunk_size)  # [B, T]
     return torch.where(mask, scanned, torch.zeros_like(scanned))
+
+
+def future_kl_reference(log_ratio, response_mask, *, decay_rate, dual_clip=None, log_ratio_clamp=20.0):
+    """The definition as a float64 reverse loop, y_t = M_t mask_t delta_t + gamma * y_{t+1}: slow
+    (T Python steps), for checking `future_kl` (tests, benchmarks/future_kl.py). [B, T] float64."""
+    delta = log_ratio.double().clamp(-log_ratio_clamp, log_ratio_clamp)  # [B, T]
+    mask = response_mask.bool()
+    feeds = mask if dual_clip is None else mask & (delta <= math.log(dual_clip))  # M_k
+    x = torch.where(feeds, delta, torch.zeros_like(delta))
+    gamma = 2.0 ** (-1.0 / decay_rate)
+    out = torch.zeros_like(x)
+    acc = torch.zeros(x.shape[0], dtype=torch.float64)  # [B]
+    for k in range(x.shape[1] - 1, -1, -1):
+        acc = x[:, k] + gamma * acc
+        out[:, k] = acc
+    return torch.where(mask, out, torch.zeros_like(out))
 
 
 def weight_bounds(weight_clip: float | None, weight_clip_high_only: bool) -> tuple[float, float]:

