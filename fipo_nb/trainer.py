@@ -47,9 +47,7 @@ from .rewards import MathReward
 from .rollout import Rollout, pad_token_id
 from .runlog import RunLog, format_table_header, format_table_row
 from .sampling import Batch, sample_batch
-from .update import accumulate_gradient, micro_batch_ranges
-
-_SUMMED = ("policy/tokens", "policy/kept_tokens", "policy/sequences")
+from .update import accumulate_gradient, merge_loss_metrics, micro_batch_ranges
 
 
 @dataclass
@@ -74,6 +72,15 @@ class StepResult:
 
 
 @dataclass
+class SampledStep:
+    """A step's sampled and scored rows, before any update (`FIPOTrainer.sample`)."""
+
+    batch: Batch
+    metrics: dict[str, float]  # dynamic sampling, overlong, prompt truncation
+    times: dict[str, float]  # generate_s, reward_s
+
+
+@dataclass
 class _Pending:
     """A step between its sampling and its last update."""
 
@@ -93,28 +100,6 @@ class _Pending:
     skipped: int = 0
     metrics: dict = field(default_factory=dict)  # from sampling
     times: dict = field(default_factory=dict)
-
-
-def merge_loss_metrics(parts: list[dict[str, float]]) -> dict[str, float]:
-    """Combine policy_loss metrics of micro-batches: token-weighted means, min of mins, max of maxes."""
-    if not parts:
-        return {}
-    tokens = [p["policy/tokens"] for p in parts]
-    sequences = [p["policy/sequences"] for p in parts]
-    merged = {}
-    for key in parts[0]:
-        values = [p[key] for p in parts]
-        if key in _SUMMED:
-            merged[key] = sum(values)
-        elif key.endswith("_min"):
-            merged[key] = min(v for v, n in zip(values, tokens) if n) if any(tokens) else 0.0
-        elif key.endswith("_max"):
-            merged[key] = max(v for v, n in zip(values, tokens) if n) if any(tokens) else 0.0
-        else:
-            weights = sequences if key == "policy/dropped_seq_frac" else tokens
-            total = sum(weights)
-            merged[key] = sum(v * w for v, w in zip(values, weights)) / total if total else 0.0
-    return merged
 
 
 def _lr_multiplier(config: TrainConfig):
@@ -190,18 +175,31 @@ class FIPOTrainer:
 
     # ------------------------------------------------------------------ one step
 
-    def step(self) -> StepResult:
+    def sample(self) -> SampledStep:
+        """Sample and score the next step's rows without training on them; `step(sampled)` trains on
+        them (e.g. each loss on one rollout). Advances the data order as a step does."""
+        config = self.config
+        batch, metrics, times = sample_batch(
+            self.policy, self.sampler, self.reward_fn, config, pad_id=pad_token_id(self.policy.tokenizer),
+            seed=config.seed * 1_000_003 + self.step_count * 1_009,  # sampling is reproducible per step
+        )
+        return SampledStep(batch, metrics, times)
+
+    def step(self, sampled: SampledStep | None = None) -> StepResult:
         """Run one step (or finish the interrupted one); append its metrics to metrics.jsonl.
+        `sampled` (from `sample()`) trains on those rows instead of sampling new ones.
 
         Ctrl-C / the notebook's stop button takes effect after the current mini-batch: the step
         stays pending, KeyboardInterrupt is raised, and the next call finishes it.
         """
+        if sampled is not None and self._pending is not None:
+            raise RuntimeError("step(sampled): a step is half done; call step() to finish it first")
         with self.interrupt:
-            return self._step()
+            return self._step(sampled)
 
-    def _step(self) -> StepResult:
+    def _step(self, sampled: SampledStep | None = None) -> StepResult:
         if self._pending is None:
-            self._pending = self._start_step()
+            self._pending = self._start_step(sampled or self.sample())
         self.interrupt.check(f"step {self.step_count + 1} sampled; its updates run on the next call")
         while not self._run_update(self._pending):
             self.interrupt.check(
@@ -209,12 +207,9 @@ class FIPOTrainer:
             )
         return self._finish_step()
 
-    def _start_step(self) -> _Pending:
+    def _start_step(self, sampled: SampledStep) -> _Pending:
         config = self.config
-        batch, metrics, times = sample_batch(
-            self.policy, self.sampler, self.reward_fn, config, pad_id=pad_token_id(self.policy.tokenizer),
-            seed=config.seed * 1_000_003 + self.step_count * 1_009,  # sampling is reproducible per step
-        )
+        batch, metrics, times = sampled.batch, dict(sampled.metrics), dict(sampled.times)
         started = time.perf_counter()
         loss_mask = batch.rollout.response_mask.clone()  # [N, R]
         truncated = torch.tensor([f == "length" for f in batch.rollout.finish_reasons])  # [N]

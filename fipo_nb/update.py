@@ -25,7 +25,9 @@ import torch
 from .config import FIPOConfig
 from .core import policy_loss
 
-__all__ = ["MiniBatchGradient", "accumulate_gradient", "micro_batch_ranges"]
+__all__ = ["MiniBatchGradient", "accumulate_gradient", "merge_loss_metrics", "micro_batch_ranges"]
+
+_SUMMED = ("policy/tokens", "policy/kept_tokens", "policy/sequences")
 
 
 def micro_batch_ranges(n_rows: int, rows_per_update: int, micro_batch_size: int) -> list[list[range]]:
@@ -117,3 +119,25 @@ def accumulate_gradient(
                 if param.grad is not None:
                     param.grad.mul_(total / kept)
     return result
+
+
+def merge_loss_metrics(parts: list[dict[str, float]]) -> dict[str, float]:
+    """Combine policy_loss metrics of micro-batches: token-weighted means, min of mins, max of maxes."""
+    if not parts:
+        return {}
+    tokens = [p["policy/tokens"] for p in parts]
+    sequences = [p["policy/sequences"] for p in parts]
+    merged = {}
+    for key in parts[0]:
+        values = [p[key] for p in parts]
+        if key in _SUMMED:
+            merged[key] = sum(values)
+        elif key.endswith("_min"):
+            merged[key] = min(v for v, n in zip(values, tokens) if n) if any(tokens) else 0.0
+        elif key.endswith("_max"):
+            merged[key] = max(v for v, n in zip(values, tokens) if n) if any(tokens) else 0.0
+        else:
+            weights = sequences if key == "policy/dropped_seq_frac" else tokens
+            total = sum(weights)
+            merged[key] = sum(v * w for v, w in zip(values, weights)) / total if total else 0.0
+    return merged

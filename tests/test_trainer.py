@@ -247,3 +247,14 @@ def test_warm_up_starts_at_zero_as_verl(tmp_path):
     assert first["lr"] == 0.0 and first["update/count"] == 2 and first["grad_norm"] > 0
     assert all(torch.equal(b, p) for b, p in zip(before, trainer.policy.trainable_parameters()))
     assert trainer.step().metrics["lr"] == pytest.approx(0.01 / 4)
+
+
+def test_step_on_a_sampled_batch_equals_a_plain_step(tmp_path):
+    plain = FIPOTrainer(smoke(tmp_path / "plain"), reward_fn=coin).step()
+    trainer = FIPOTrainer(smoke(tmp_path / "split"), reward_fn=coin)
+    sampled = trainer.sample()
+    result = trainer.step(sampled)
+    assert torch.equal(result.rollout.response_ids, plain.rollout.response_ids)
+    assert torch.equal(result.weights, plain.weights)
+    untimed = lambda m: {k: v for k, v in m.items() if not k.startswith("time/") and k != "tokens_per_s"}  # noqa: E731
+    assert untimed(result.metrics) == untimed(plain.metrics)
