@@ -5,9 +5,9 @@ blocked), and hovering a token shows its tooltip. Every process started is stopp
 from __future__ import annotations
 
 import os
+import json
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,12 +24,6 @@ CELLS = [
     "FIPOTrainer(config).train(2, progress=False);",
     "from fipo_nb.widgets import TokenView\nview = TokenView.from_run('run')\nview",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stop(pid: int) -> None:
@@ -68,25 +62,26 @@ def jupyterlab(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, tmp_path / "live.ipynb")
-    port, token = free_port(), secrets.token_hex(16)
+    token = secrets.token_hex(16)
     runtime = tmp_path / "runtime"
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(runtime), JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
                FIPO_NB_SMOKE="1")
     log = open(tmp_path / "jupyterlab.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
-         f"--ServerApp.port={port}",
+         "--ServerApp.port=0", "--ServerApp.port_retries=0",  # the server picks a free port and reports it
          f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}", "--LabApp.news_url=",
          "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
     )
-    base = f"http://127.0.0.1:{port}"
+    info = runtime / f"jpserver-{server.pid}.json"  # written once the server listens: its real port
     try:
-        for _ in range(240):
+        for _ in range(480):
             try:
+                base = f"http://127.0.0.1:{json.loads(info.read_text())['port']}"
                 urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
                 break
-            except OSError:
+            except (OSError, ValueError, KeyError):  # not written yet, half written, or not answering yet
                 if server.poll() is not None:
                     raise RuntimeError((tmp_path / "jupyterlab.log").read_text())
                 time.sleep(0.25)
