@@ -111,6 +111,8 @@ class FIPOConfig:
 ADAPTER_MODES = ("qlora", "lora", "full")
 STRATEGIES = ("single", "fsdp2", "verl")
 LR_SCHEDULES = ("constant", "cosine")
+ANSWER_MODES = ("auto", "dapo", "answer_line", "boxed", "last_number")  # rewards.MODES (not imported: sympy is slow)
+REWARD_ERRORS = ("raise", "incorrect")
 
 
 @dataclass
@@ -208,7 +210,14 @@ class TrainConfig:
     reward_incorrect: float = -1.0
     """Reward of a wrong or missing answer (DAPO: -1; use 0 for 1/0 rewards)."""
     answer_mode: str = "auto"
-    """How answers are read: "auto" (DAPO's "Answer:" line, else \\boxed{}), "answer_line", "boxed", "last_number"."""
+    """How answers are read and judged: "dapo" (the official DAPO scorer: last "Answer:" line in the last
+    300 characters, normalised string equality), "auto" ("dapo" for DAPO-Math-17k / AIME rows, by their
+    data_source; otherwise the "Answer:" line, else \\boxed{}, judged whole with math-verify),
+    "answer_line", "boxed", "last_number". Hedges and lists ("5 (or 12)") are wrong in every mode."""
+    reward_errors: str = "raise"
+    """A reward function that raises or returns NaN / inf / a non-number: "raise" stops the step before
+    any update with a RewardError naming the sample (the step can simply be run again); "incorrect"
+    scores that response `reward_incorrect`, warns, and counts it in the `reward/errors` metric."""
 
     seed: int = 0
     """Seeds model init (tiny models), data order and sampling."""
@@ -260,7 +269,7 @@ class TrainConfig:
         "overlong_penalty": (None, False), "top_p": (0.0, True), "eval_top_p": (0.0, True),
     }
     _CHOICES = {"mode": ADAPTER_MODES, "strategy": STRATEGIES, "lr_schedule": LR_SCHEDULES,
-                "filter_metric": ("accuracy", "reward")}
+                "filter_metric": ("accuracy", "reward"), "answer_mode": ANSWER_MODES, "reward_errors": REWARD_ERRORS}
 
     def validate(self) -> "TrainConfig":
         """Raise ValueError naming the first bad field and what it allows; return self."""

@@ -1,9 +1,19 @@
-"""Answers and rewards: extract the final answer from a response, check it with math-verify.
+"""Answers and rewards: extract the final answer from a response, check it as a whole.
 
     >>> extract_answer("so the total is 12.\\nAnswer: $\\\\boxed{12}$.")
     '12'
     >>> MathReward()("prompt", "Answer: 1/2", Problem([], "0.5", "p:0"))
     1.0
+    >>> MathReward()("prompt", "Answer: 5 (or 12)", Problem([], "12", "p:0"))
+    -1.0
+
+An answer is credited only when the extracted final answer *as a whole* is the ground truth:
+it is parsed as one expression (math-verify's LaTeX parser on the whole string, never "some
+number found inside"), and math-verify decides equivalence (1/2 == 0.5, $12$ == 12, sets in
+any order). Hedges ("5 (or 12)"), lists ("0, 1, 2, ..., 12") and alternatives are wrong.
+Mode "dapo" is the official DAPO scorer instead (`rewards_dapo`): last 300 characters, last
+"Answer:" line, normalised string equality; "auto" uses it for problems whose data_source says
+DAPO (as verl's default_compute_score does), and reads other problems as above.
 
 math-verify is called without its timeouts (`parsing_timeout=None`, `timeout_seconds=None`):
 they use signal.alarm, which fails off the main thread, and the trainer may score in a worker
@@ -22,12 +32,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import sympy
+from latex2sympy2_extended import NormalizationConfig, latex2sympy, normalize_latex
 from math_verify import parse, verify
+from math_verify.grader import should_treat_as_complex
 
 from .data import Problem
+from .rewards_dapo import INVALID, dapo_answer, dapo_score
 
-__all__ = ["MODES", "MathReward", "RewardResult", "answers_match", "extract_answer", "overlong_penalty",
-           "score_responses"]
+__all__ = ["MODES", "ON_ERROR", "MathReward", "RewardError", "RewardResult", "answers_match", "extract_answer",
+           "is_dapo_source", "overlong_penalty", "score_responses"]
 
 
 
@@ -41,11 +54,17 @@ class _TimeoutDisabledFilter(logging.Filter):
 for _name in ("math_verify.parser", "math_verify.grader"):
     logging.getLogger(_name).addFilter(_TimeoutDisabledFilter())
 
-MODES = ("auto", "answer_line", "boxed", "last_number")
+MODES = ("auto", "dapo", "answer_line", "boxed", "last_number")  # config.ANSWER_MODES repeats this list
+ON_ERROR = ("raise", "incorrect")  # what score_responses does with a failing reward function
 ANSWER_LINE = re.compile(r"(?i)Answer\s*:\s*([^\n]+)")  # the official DAPO reward's pattern; the last match wins
 BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 NUMBER = re.compile(r"(?<![\d)])-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?")  # "5-3" ends in 3, not -3
 TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm)\{([^{}]*)\}")
+THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")  # "1,000": one number, not the list {1, 0}
+# math-verify's own LaTeX normalisation (units, \text{}, \left, malformed \frac12 ...), except that a
+# \boxed{} inside the answer is not pulled out of it: "5 or \boxed{12}" must stay a hedge
+WHOLE_ANSWER = NormalizationConfig(basic_latex=True, units=True, malformed_operators=True, nits=True, boxed="none",
+                                   equations=False)
 MAX_DIGITS = 200_000  # verify on 10^(10^5) takes 0.2 s, on 10^(10^7) 10 s, on 10^(10^10) forever
 MAX_ANSWER_CHARS = 1000  # longer "answers" are rambling, not answers: string check only (3000 chars: 3 s to parse)
 MAX_DEPTH = 16  # expression-tree depth; \frac{\frac{...}{2}}{2} takes 0.3 s at depth 15, 1.2 s at 17, > 15 s at 21
@@ -68,9 +87,18 @@ def _braced(text: str, open_at: int) -> str | None:
 
 
 def _last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} / \\fbox{...}; None if there is none or it is cut off."""
+    """Content of the last \\boxed{...} / \\fbox{...}; None if there is none or it is cut off.
+
+    Other boxes on the same line are alternatives, not earlier steps: "\\boxed{5} or \\boxed{12}"
+    gives "5, 12" (two answers, as math-verify reads several boxes), which equals no single value."""
     matches = list(BOXED.finditer(text))
-    return _braced(text, matches[-1].end() - 1) if matches else None
+    last = _braced(text, matches[-1].end() - 1) if matches else None
+    if last is None:
+        return None
+    line_start = text.rfind("\n", 0, matches[-1].start()) + 1
+    same_line = [_braced(text, m.end() - 1) for m in matches[:-1] if m.start() >= line_start]
+    answers = list(dict.fromkeys(_clean(c) for c in [*same_line, last] if c is not None))
+    return last if len(answers) == 1 else ", ".join(answers)
 
 
 def _clean(answer: str) -> str:
@@ -92,19 +120,25 @@ def extract_answer(text: str, mode: str = "auto") -> str | None:
 
     answer_line: text after the last "Answer:" (DAPO's format), cleaned of $, a trailing
     period and a \\boxed{}; boxed: content of the last \\boxed{...} (nested braces matched);
-    auto: answer_line if present, else boxed; last_number: the last integer/decimal/fraction.
+    auto: answer_line if present, else boxed; dapo: the official scorer's raw answer (the last
+    "Answer:" match in the last 300 characters); last_number: an "Answer:" line or \\boxed{} if
+    the response has one (it is the stated final answer, judged whole), else the last
+    integer/decimal/fraction of the text.
     """
     if mode not in MODES:
         raise ValueError(f"extract_answer: unknown mode {mode!r}; use one of {', '.join(MODES)}")
     text = text or ""
-    if mode in ("answer_line", "auto"):
+    if mode == "dapo":
+        return dapo_answer(text)
+    if mode in ("answer_line", "auto", "last_number"):
         lines = ANSWER_LINE.findall(text)
         answer = _clean(lines[-1]) if lines else ""
         if answer or mode == "answer_line":
             return answer or None
-    if mode in ("boxed", "auto"):
+    if mode in ("boxed", "auto", "last_number"):
         boxed = _last_boxed(text)
-        return (_clean(boxed) or None) if boxed is not None else None
+        if boxed is not None or mode != "last_number":
+            return (_clean(boxed) or None) if boxed is not None else None
     numbers = NUMBER.findall(text)
     return numbers[-1].replace(",", "") if numbers else None
 
@@ -152,17 +186,37 @@ def _too_costly(expr: Any) -> bool:
 
 
 def _parsed(answer: str) -> list:
-    """math-verify's parse of `answer`, inside $...$ when bare (it then reads LaTeX: \\sqrt8, 50\\%, sets)."""
+    """math-verify's parse of `answer`, inside $...$ when bare (it then reads LaTeX: \\sqrt8, 50\\%, sets).
+
+    It extracts *some* expression from free text, which suits a trusted ground truth ("0 is the
+    only possible value" -> 0), never a prediction: see `_whole`."""
     wrapped = answer if "$" in answer or "\\boxed" in answer else f"${answer}$"
     result = parse(wrapped, parsing_timeout=None) or parse(answer, parsing_timeout=None)
     return [item for item in result if not _too_costly(item)]
 
 
+def _whole(answer: str) -> Any:
+    """`answer` parsed as ONE expression (a number, a set, an equation ...), or None when the whole
+    string is not one: "5 (or 12)" and "0, 1, 2, ..., 12" do not parse, "12 or 13" is {12, 13}."""
+    text = _clean(answer)
+    if THOUSANDS.fullmatch(text):
+        text = text.replace(",", "")
+    latex = normalize_latex(text, WHOLE_ANSWER)
+    try:  # as math-verify parses a LaTeX match, without its fallback to a part of the string
+        expr = latex2sympy(latex, is_real=not should_treat_as_complex(latex), convert_degrees=False,
+                           normalization_config=None)
+    except Exception:
+        return None
+    return None if _too_costly(expr) else expr
+
+
 def answers_match(predicted: str | None, gold: str) -> bool:
-    """True when `predicted` is mathematically the gold answer (math-verify); never raises.
+    """True when the whole of `predicted` is mathematically the gold answer (math-verify); never raises.
 
     >>> answers_match("\\\\frac{1}{2}", "0.5"), answers_match("\\\\sqrt8", "2\\\\sqrt2"), answers_match("3", "4")
     (True, True, False)
+    >>> answers_match("5 (or 12)", "12"), answers_match("0, 1, 2, \\\\ldots, 12", "12")
+    (False, False)
     """
     try:
         if not predicted or not str(predicted).strip() or not str(gold).strip():
@@ -172,12 +226,18 @@ def answers_match(predicted: str | None, gold: str) -> bool:
             return True
         if len(predicted) > MAX_ANSWER_CHARS:
             return False
-        gold_parsed, predicted_parsed = _parsed(gold), _parsed(predicted)
-        if not gold_parsed or not predicted_parsed:
+        whole = _whole(predicted)
+        if whole is None:
             return False
-        return bool(verify(gold_parsed, predicted_parsed, timeout_seconds=None))
+        gold_whole = _whole(gold) if len(gold) <= MAX_ANSWER_CHARS else None
+        gold_parsed = ([gold_whole] if gold_whole is not None else []) + _parsed(gold)
+        return bool(gold_parsed) and bool(verify(gold_parsed, [whole], timeout_seconds=None))
     except Exception:  # garbage in, False out: a reward must not crash the training step
         return False
+
+
+class RewardError(ValueError):
+    """A reward function raised, or returned something that is not a finite number; names the sample."""
 
 
 @dataclass
@@ -188,10 +248,26 @@ class RewardResult:
     correct: bool
     extracted: str | None = None
     """The answer found in the response (None: none found)."""
+    error: str | None = None
+    """Why the reward function failed on this response, when it was scored as incorrect instead."""
 
 
 def _gold(sample: Any) -> str:
     return sample["answer"] if isinstance(sample, dict) else sample.answer
+
+
+def is_dapo_source(sample: Any) -> bool:
+    """True for problems that verl scores with the DAPO scorer: data_source "math_dapo" or "aime..."
+    (DAPO-Math-17k rows carry "math_dapo"). A file name standing in for a missing data_source
+    (problem/answer rows: Problem.source is then the file's name) does not count."""
+    if isinstance(sample, dict):
+        source = sample.get("data_source")
+    else:
+        source = getattr(sample, "source", None)
+        origin = str(getattr(sample, "id", "")).rpartition(":")[0]
+        if source and source == origin:  # data.py's fallback: where the row came from, not a data_source
+            return False
+    return isinstance(source, str) and (source == "math_dapo" or source.startswith("aime"))
 
 
 @dataclass
@@ -203,7 +279,9 @@ class MathReward:
     incorrect: float = -1.0
     """Reward of any other response (wrong, no answer, empty); DAPO uses -1."""
     mode: str = "auto"
-    """How to find the answer in a response: see `extract_answer`."""
+    """How to find and judge the answer: "dapo" = the official DAPO scorer for every problem; "auto" =
+    the DAPO scorer for DAPO problems (`is_dapo_source`), else the Answer: line or \\boxed{} judged whole
+    with math-verify; "answer_line", "boxed", "last_number": see `extract_answer`."""
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -211,6 +289,10 @@ class MathReward:
 
     def score(self, prompt: str, response: str, sample: Problem) -> RewardResult:
         """Extract the answer from `response` and check it against sample.answer (or sample["answer"])."""
+        if self.mode == "dapo" or (self.mode == "auto" and is_dapo_source(sample)):
+            official = dapo_score(response or "", str(_gold(sample)))
+            extracted = None if official.pred == INVALID else official.pred
+            return RewardResult(self.correct if official.acc else self.incorrect, official.acc, extracted)
         extracted = extract_answer(response, self.mode)
         correct = answers_match(extracted, _gold(sample))
         return RewardResult(self.correct if correct else self.incorrect, correct, extracted)
@@ -238,13 +320,21 @@ def _score_one(reward_fn: Any, prompt: str, response: str, sample: Any) -> Rewar
     return RewardResult(reward, result.correct, result.extracted)
 
 
-def score_responses(reward_fn: Any, prompts: list[str], responses: list[str], samples: list) -> list[RewardResult]:
+def _sample_id(sample: Any):
+    return getattr(sample, "id", None) or (sample.get("id") if isinstance(sample, dict) else None)
+
+
+def score_responses(reward_fn: Any, prompts: list[str], responses: list[str], samples: list, *,
+                    on_error: str = "raise", error_reward: float = -1.0) -> list[RewardResult]:
     """Score each (prompt, response, sample); reward_fn has .score(...) -> RewardResult or is any
     callable (prompt, response, sample) -> float (then correct = reward > 0).
 
-    A reward function that raises or returns a non-finite or non-numeric value raises
-    ValueError naming the sample index and id, chained to the cause.
+    A reward function that raises or returns a non-finite or non-numeric value: on_error="raise"
+    raises RewardError naming the sample index and id, chained to the cause; on_error="incorrect"
+    scores that response `error_reward`, not correct, with the reason in RewardResult.error.
     """
+    if on_error not in ON_ERROR:
+        raise ValueError(f"score_responses: on_error must be one of {', '.join(ON_ERROR)}; got {on_error!r}")
     if not len(prompts) == len(responses) == len(samples):
         raise ValueError(
             f"score_responses: {len(prompts)} prompts, {len(responses)} responses, {len(samples)} samples"
@@ -254,8 +344,10 @@ def score_responses(reward_fn: Any, prompts: list[str], responses: list[str], sa
         try:
             results.append(_score_one(reward_fn, prompt, response, sample))
         except Exception as exc:
-            sample_id = getattr(sample, "id", None) or (sample.get("id") if isinstance(sample, dict) else None)
-            raise ValueError(f"reward function failed on sample {index} (id {sample_id!r}): {exc}") from exc
+            reason = f"reward function failed on sample {index} (id {_sample_id(sample)!r}): {type(exc).__name__}: {exc}"
+            if on_error == "raise":
+                raise RewardError(reason) from exc
+            results.append(RewardResult(float(error_reward), False, None, reason))
     return results
 
 

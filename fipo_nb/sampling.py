@@ -54,7 +54,8 @@ def generate_batch(policy, problems, reward_fn, config: TrainConfig) -> tuple[Ba
     rows = [p for p in problems for _ in range(config.samples_per_prompt)]
     prompts = rollout.prompt_texts
     responses = decode_responses(policy.tokenizer, rollout)
-    scored = score_responses(reward_fn, prompts, responses, rows)
+    scored = score_responses(reward_fn, prompts, responses, rows, on_error=config.reward_errors,
+                             error_reward=config.reward_incorrect)
     rewards = torch.tensor([s.reward for s in scored], dtype=torch.float32)  # [N]
     penalty = torch.zeros_like(rewards)  # [N]
     if config.overlong_buffer:
@@ -65,7 +66,20 @@ def generate_batch(policy, problems, reward_fn, config: TrainConfig) -> tuple[Ba
 
 
 def sample_batch(policy, sampler, reward_fn, config: TrainConfig, *, seed: int, pad_id: int):
-    """The training batch of one step and its sampling metrics. `seed` seeds generation batch i as seed + i."""
+    """The training batch of one step and its sampling metrics. `seed` seeds generation batch i as seed + i.
+
+    If anything fails (a reward function that raises, under reward_errors="raise"), the data order
+    is put back as it was: the same step can be run again and draws the same prompts and samples.
+    """
+    state = sampler.state_dict()
+    try:
+        return _sample_batch(policy, sampler, reward_fn, config, seed=seed, pad_id=pad_id)
+    except BaseException:
+        sampler.load_state_dict(state)
+        raise
+
+
+def _sample_batch(policy, sampler, reward_fn, config: TrainConfig, *, seed: int, pad_id: int):
     group = config.samples_per_prompt
     parts, generated = [], []
     kept_groups = dropped_groups = 0
@@ -101,7 +115,9 @@ def sample_batch(policy, sampler, reward_fn, config: TrainConfig, *, seed: int, 
     )
     truncated_prompts = sum(b.rollout.prompts_truncated for b in generated)
     every = [s for b in generated for s in b.scored]
+    errors = [s.error for s in every if s.error is not None]
     metrics = {
+        "reward/errors": float(len(errors)),
         "dynamic_sampling/gen_batches": float(len(generated)),
         "dynamic_sampling/kept_groups": float(kept_groups),
         "dynamic_sampling/dropped_groups": float(dropped_groups),
@@ -113,6 +129,9 @@ def sample_batch(policy, sampler, reward_fn, config: TrainConfig, *, seed: int, 
     if incomplete:
         warnings.warn(f"{kept_groups} informative group(s) after {len(generated)} generation batches, fewer than "
                       f"prompts_per_step={config.prompts_per_step}: training on what there is", stacklevel=3)
+    if errors:
+        warnings.warn(f"{errors[0]}; {len(errors)} of {len(every)} response(s) scored as incorrect "
+                      f"({config.reward_incorrect:g}) because reward_errors='incorrect'", stacklevel=3)
     if truncated_prompts:
         warnings.warn(f"{truncated_prompts} prompt(s) longer than max_prompt_length={config.max_prompt_length} "
                       "were cut on the left", stacklevel=3)

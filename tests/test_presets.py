@@ -25,6 +25,8 @@ def test_paper_presets_carry_the_official_numbers():
     assert (fipo.max_prompt_length, fipo.max_response_length) == (2048, 20480)
     assert (fipo.fipo.decay_rate, fipo.fipo.weight_clip, fipo.fipo.safety_threshold) == (32.0, 0.2, 10.0)
     assert dapo.fipo.loss == "dapo" and dapo.fipo.drop_dual_clipped_sequences is False
+    assert fipo.answer_mode == dapo.answer_mode == "dapo"  # the official scorer, for every problem
+    assert (fipo.reward_correct, fipo.reward_incorrect) == (1.0, -1.0)
 
 
 def test_overrides_parse_by_field_type():
@@ -58,3 +60,8 @@ def test_bad_values_name_the_key():
         apply_overrides(get_preset("cpu-smoke"), ["mini_batch_size=3"])  # must divide prompts_per_step
     with pytest.raises(ValueError, match="key=value"):
         apply_overrides(get_preset("cpu-smoke"), ["lr"])
+    with pytest.raises(ValueError, match="TrainConfig.answer_mode must be one of auto, dapo, answer_line"):
+        apply_overrides(get_preset("cpu-smoke"), ["answer_mode=answer"])
+    with pytest.raises(ValueError, match="TrainConfig.reward_errors must be one of raise, incorrect; got 'skip'"):
+        apply_overrides(get_preset("cpu-smoke"), ["reward_errors=skip"])
+    assert apply_overrides(get_preset("cpu-smoke"), ["reward_errors=incorrect"]).reward_errors == "incorrect"

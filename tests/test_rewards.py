@@ -11,12 +11,22 @@ import numpy as np
 import pytest
 
 import fipo_nb.rewards
-from fipo_nb.data import Problem
-from fipo_nb.rewards import MathReward, RewardResult, answers_match, extract_answer, score_responses
+from fipo_nb.config import ANSWER_MODES
+from fipo_nb.data import DAPO_INSTRUCTION, Problem, from_records
+from fipo_nb.rewards import (
+    MODES,
+    MathReward,
+    RewardError,
+    RewardResult,
+    answers_match,
+    extract_answer,
+    is_dapo_source,
+    score_responses,
+)
 
 
-def problem(answer: str, id: str = "test:0") -> Problem:
-    return Problem([{"role": "user", "content": "q"}], answer, id)
+def problem(answer: str, id: str = "test:0", source: str = "") -> Problem:
+    return Problem([{"role": "user", "content": "q"}], answer, id, source)
 
 
 def test_doctests_pass():
@@ -27,7 +37,9 @@ def test_doctests_pass():
     "text, expected",
     [
         ("so \\boxed{\\frac{1}{\\sqrt{2}}}", "\\frac{1}{\\sqrt{2}}"),  # nested braces
-        ("first \\boxed{1} then \\boxed{{2}+{3}}", "{2}+{3}"),  # the last box wins
+        ("first \\boxed{1}\nthen \\boxed{{2}+{3}}", "{2}+{3}"),  # the last box wins
+        ("\\boxed{5} or \\boxed{12}", "5, 12"),  # boxes on one line are alternatives: all of them
+        ("\\boxed{\\boxed{12}}", "12"),
         ("the set \\boxed{\\{1, 2\\}} here", "\\{1, 2\\}"),  # escaped braces are not grouping
         ("\\fbox{7}", "7"),
         ("\\boxed {8}", "8"),
@@ -80,7 +92,7 @@ def test_last_number_finds_the_last_integer_decimal_or_fraction(text, expected):
 
 
 def test_unknown_mode_lists_the_modes():
-    with pytest.raises(ValueError, match="auto, answer_line, boxed, last_number"):
+    with pytest.raises(ValueError, match="auto, dapo, answer_line, boxed, last_number"):
         extract_answer("x", "first_line")
     with pytest.raises(ValueError, match="unknown mode"):
         MathReward(mode="nope")
@@ -180,15 +192,28 @@ def test_callable_that_raises_names_the_sample_and_chains_the_cause():
         return 1.0
 
     samples = [problem("1", "set:0"), problem("1", "set:1")]
-    with pytest.raises(ValueError, match=r"sample 1 \(id 'set:1'\)") as info:
+    with pytest.raises(RewardError, match=r"sample 1 \(id 'set:1'\): KeyError") as info:
         score_responses(flaky, ["p", "p"], ["r", "r"], samples)
     assert isinstance(info.value.__cause__, KeyError)
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, "1.0", None, [1.0]])
 def test_non_finite_or_non_numeric_reward_names_the_sample(bad):
-    with pytest.raises(ValueError, match=r"sample 0 \(id 'bad:7'\)"):
+    with pytest.raises(RewardError, match=r"sample 0 \(id 'bad:7'\)"):
         score_responses(lambda p, r, s: bad, ["p"], ["r"], [problem("1", "bad:7")])
+
+
+def test_reward_errors_scored_incorrect_only_when_asked():
+    def nan_for_one(prompt, response, sample):
+        return math.nan if sample.id == "s:1" else 1.0
+
+    samples = [problem("1", "s:0"), problem("1", "s:1")]
+    results = score_responses(nan_for_one, ["p"] * 2, ["r"] * 2, samples, on_error="incorrect", error_reward=-0.5)
+    assert results[0] == RewardResult(1.0, True)
+    assert (results[1].reward, results[1].correct, results[1].extracted) == (-0.5, False, None)
+    assert results[1].error == "reward function failed on sample 1 (id 's:1'): ValueError: reward is nan"
+    with pytest.raises(ValueError, match="on_error must be one of raise, incorrect"):
+        score_responses(nan_for_one, ["p"], ["r"], samples[:1], on_error="skip")
 
 
 def test_mismatched_lengths_are_an_error():
@@ -205,3 +230,112 @@ def test_math_verify_works_from_worker_threads():
         rewards = list(pool.map(lambda case: reward("p", f"Answer: {case[0]}", problem(case[1])), cases))
     assert matches == [expected for _, _, expected in cases] * 3
     assert rewards == [1.0, 1.0, 1.0, -1.0]
+
+
+# ---------------------------------------------------------------- the answer as a whole (issue 8)
+
+HEDGES = [  # gold 12: each names 12 somewhere, none answers 12
+    "Answer: 5 (or 12)",
+    "Answer: 100 (not sure; 12)",
+    "Answer: 0, 1, 2, ..., 12",
+    "Answer: $0, 1, 2, \\ldots, 12$",
+    "Answer: 12 or 13",
+    "Answer: 5 \\text{ or } 12",
+    "Answer: either 5 or 12",
+    "Answer: 12 (I think), maybe 13",
+    "Answer: \\boxed{5} or \\boxed{12}",
+    "Answer: 12, 13",
+    "so the answer is \\boxed{5 \\text{ or } 12}",
+    "so the answer is \\boxed{0, 1, \\ldots, 12}",
+    "so the answer is \\boxed{5 (or 12)}",
+    "so the answer is \\boxed{12 \\text{ or } 13}.",
+]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("response", HEDGES)
+def test_hedges_lists_and_alternatives_are_wrong_in_every_mode(response, mode):
+    assert MathReward(mode=mode).score("p", response, problem("12")).reward == -1.0
+
+
+def test_text_beside_the_box_is_read_only_by_modes_that_read_the_answer_line():
+    rewards = {mode: MathReward(mode=mode)("p", "Answer: 5 or \\boxed{12}", problem("12")) for mode in MODES}
+    assert rewards == {"auto": -1.0, "dapo": -1.0, "answer_line": -1.0, "boxed": 1.0, "last_number": -1.0}
+
+
+CLEAN = [  # (response, the modes that credit it for gold 12)
+    ("Answer: 12", {"auto", "dapo", "answer_line", "last_number"}),
+    ("work...\nAnswer: $12$", {"auto", "dapo", "answer_line", "last_number"}),
+    ("Answer: $\\boxed{12}$", {"auto", "dapo", "answer_line", "boxed", "last_number"}),
+    ("Answer: x = 12", {"auto", "dapo", "answer_line", "last_number"}),
+    ("Answer: 12 cm", {"auto", "dapo", "answer_line", "last_number"}),
+    ("**Answer:** 12.", {"auto", "answer_line", "last_number"}),  # DAPO: "12." != "12"
+    ("so \\boxed{12}.", {"auto", "boxed", "last_number"}),
+    ("3 + 9 = 12", {"last_number"}),
+    ("Answer: 12\nwait, no.\nAnswer: 13", set()),  # the last answer line counts
+]
+
+
+@pytest.mark.parametrize("response, credited", CLEAN)
+def test_clean_answers_are_credited_where_the_mode_reads_them(response, credited):
+    rewards = {mode: MathReward(mode=mode).score("p", response, problem("12")).reward for mode in MODES}
+    assert rewards == {mode: 1.0 if mode in credited else -1.0 for mode in MODES}
+
+
+@pytest.mark.parametrize(
+    "answer, gold",
+    [("1/2", "0.5"), ("0.5", "\\frac{1}{2}"), ("$12$", "12"), ("12", "$12$"), ("\\frac12", "0.5"), ("12.0", "12"),
+     ("1,000", "1000"), ("1000", "1,000"), ("\\{3, 1, 2\\}", "\\{1, 2, 3\\}"), ("2 \\cdot 6", "12"), ("12^\\circ", "12")],
+)
+def test_equivalent_forms_are_credited_in_auto(answer, gold):
+    assert MathReward().score("p", f"Answer: {answer}", problem(gold)).correct
+
+
+def test_dapo_mode_compares_strings_where_auto_compares_values():
+    assert MathReward(mode="dapo")("p", "Answer: 1/2", problem("0.5")) == -1.0
+    assert MathReward(mode="auto")("p", "Answer: 1/2", problem("0.5")) == 1.0
+    assert MathReward(mode="dapo").score("p", "Answer: 12 cm", problem("12")) == RewardResult(1.0, True, "12")
+    assert MathReward(mode="dapo").score("p", "no answer", problem("12")) == RewardResult(-1.0, False, None)
+
+
+LONG = "Let me check this again step by step. " * 11  # 418 characters after the answer line
+
+
+@pytest.mark.parametrize(
+    "response, dapo, auto",
+    [
+        ("Answer: 12\n" + LONG, -1.0, 1.0),  # dapo sees only the last 300 characters
+        (LONG + "\nAnswer: 12", 1.0, 1.0),
+        ("Answer: 12\n" + LONG + "\nAnswer: 13", -1.0, -1.0),
+        ("Answer: 13\n" + LONG + "\\boxed{12}", -1.0, -1.0),  # the answer line beats a later box
+    ],
+)
+def test_long_responses_dapo_reads_the_last_300_characters_only(response, dapo, auto):
+    assert MathReward(mode="dapo")("p", response, problem("12")) == dapo
+    assert MathReward(mode="auto")("p", response, problem("12")) == auto
+    assert MathReward(mode="answer_line")("p", response, problem("12")) == auto
+
+
+def test_auto_uses_the_dapo_scorer_for_dapo_math_rows_as_verl_dispatches():
+    [row] = from_records([{"data_source": "math_dapo", "prompt": [{"role": "user", "content": "q"}],
+                           "reward_model": {"ground_truth": "12"}}])
+    assert is_dapo_source(row) and is_dapo_source({"data_source": "aime-2024", "answer": "12"})
+    assert MathReward()("p", "Answer: 12.", row) == -1.0  # the official string comparison
+    assert MathReward()("p", "Answer: 12\n" + LONG, row) == -1.0  # and its window
+    plain = problem("12", "aime.jsonl:0", "aime.jsonl")  # a file name is not a data_source
+    [aime_file] = from_records([{"problem": "q", "answer": 12}], origin="aime.jsonl")
+    assert not is_dapo_source(plain) and not is_dapo_source(aime_file) and not is_dapo_source(problem("12"))
+    assert MathReward()("p", "Answer: 12.", plain) == 1.0 and MathReward()("p", "Answer: 12.", aime_file) == 1.0
+
+
+def test_last_number_mode_reads_a_stated_answer_whole_else_the_last_number():
+    reward = MathReward(mode="last_number")
+    assert extract_answer("I think 5, no 7", "last_number") == "7"
+    assert extract_answer("Answer: 5 (or 12)", "last_number") == "5 (or 12)"
+    assert reward("p", "Answer: 5 (or 12)", problem("12")) == -1.0
+    assert reward("p", "so 3 + 4 = 7", problem("7")) == 1.0
+
+
+def test_config_lists_the_same_answer_modes():
+    assert ANSWER_MODES == MODES
+    assert DAPO_INSTRUCTION.count("Answer:") == 2  # the format every answer-line mode reads

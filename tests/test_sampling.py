@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from fipo_nb.presets import apply_overrides, get_preset
-from fipo_nb.rewards import overlong_penalty
+from fipo_nb.rewards import RewardError, overlong_penalty
 from fipo_nb.trainer import FIPOTrainer
+
+TIMING = ("time/", "tokens_per_s")
 
 
 def smoke(tmp_path, *overrides):
@@ -103,3 +105,52 @@ def test_a_mini_batch_with_nothing_in_the_loss_takes_no_optimizer_step(tmp_path)
 
     traces = load_traces(tmp_path)
     assert len(traces) == 4 and not traces["in_loss"].any()  # traced as left out of the loss
+
+
+class BrokenThenFixed:
+    """coin, except that sample 5 of the first two rollouts it sees fails: it raises, then returns NaN."""
+
+    def __init__(self):
+        self.failures = [KeyError("no 'answer' here"), float("nan")]
+        self.calls = 0
+
+    def __call__(self, prompt, response, sample):
+        self.calls += 1
+        if self.failures and self.calls == 6:  # sample 5 of the rollout
+            failure, self.calls = self.failures.pop(0), 0  # the next rollout counts from 0 again
+            if isinstance(failure, Exception):
+                raise failure
+            return failure
+        return coin(prompt, response, sample)
+
+
+def test_a_failing_reward_stops_the_step_before_any_update_and_the_trainer_goes_on(tmp_path):
+    trainer = FIPOTrainer(smoke(tmp_path / "a"), reward_fn=BrokenThenFixed())
+    before = [p.detach().clone() for p in trainer.policy.trainable_parameters()]
+    with pytest.raises(RewardError, match=r"sample 5 \(id 'single-digit:\d+'\): KeyError"):
+        trainer.step()
+    with pytest.raises(RewardError, match=r"sample 5 \(id 'single-digit:\d+'\): ValueError: reward is nan"):
+        trainer.step()
+    assert all(torch.equal(b, p) for b, p in zip(before, trainer.policy.trainable_parameters()))
+    assert trainer.step_count == 0 and trainer.history == [] and trainer.optimizer.state == {}
+    # the step runs again on the same prompts and samples, as if nothing had failed
+    result = trainer.step()
+    clean = FIPOTrainer(smoke(tmp_path / "b"), reward_fn=coin).step()
+    strip = lambda m: {k: v for k, v in m.items() if not k.startswith(TIMING)}  # noqa: E731
+    assert strip(result.metrics) == strip(clean.metrics) and result.metrics["reward/errors"] == 0
+
+
+def test_reward_errors_incorrect_scores_the_failures_warns_and_counts_them(tmp_path):
+    def fails_on_even_rows(prompt, response, sample):
+        fails_on_even_rows.calls += 1
+        if fails_on_even_rows.calls % 2:
+            raise RuntimeError("grader crashed")
+        return coin(prompt, response, sample)
+
+    fails_on_even_rows.calls = 0
+    trainer = FIPOTrainer(smoke(tmp_path, "reward_errors=incorrect", "reward_incorrect=-0.5"),
+                          reward_fn=fails_on_even_rows)
+    with pytest.warns(UserWarning, match=r"sample 0 \(id .*RuntimeError: grader crashed; 16 of 32 response"):
+        result = trainer.step()
+    assert result.metrics["reward/errors"] == 16 and result.metrics["update/count"] == 2
+    assert (result.rewards[0::2] == -0.5).all() and not any(result.correct[0::2])
