@@ -15,10 +15,13 @@ installed packages, no hub needed) "reasoning-gym:<task>?size=N&seed=S&key=value
 from __future__ import annotations
 
 import csv
+import decimal
 import functools
 import importlib.util
+import io
 import json
 import math
+import numbers
 import os
 import random
 from dataclasses import dataclass, field
@@ -86,12 +89,21 @@ def _chat(text: str, instruction: str | None) -> list[dict[str, str]]:
 
 
 def _required_text(value: Any, where: str, name: str) -> str:
-    """A non-empty string field; numbers are fine (AIME answers are often ints)."""
-    if isinstance(value, float) and not math.isfinite(value):
+    """A non-empty string field; numbers are fine (AIME answers are often ints), lists and objects are not."""
+    if value is None:
+        raise DataError(f"{where}: no {name}")
+    if isinstance(value, bool) or not isinstance(value, (str, numbers.Real, decimal.Decimal)):
+        kind = {list: "a list", tuple: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+        if hasattr(value, "tolist") and not isinstance(value.tolist(), (int, float)):
+            kind = "an array"  # numpy / pyarrow containers, as pandas reads list columns
+        shown = repr(value)
+        raise DataError(f"{where}: {name} must be text or a number, got {kind}: "
+                        f"{shown[:60] + '...' if len(shown) > 60 else shown}")
+    if not isinstance(value, str) and not math.isfinite(value):
         raise DataError(f"{where}: {name} is {value}")
-    text = "" if value is None else str(value).strip()
+    text = str(value).strip()
     if not text:
-        raise DataError(f"{where}: no {name}" if value is None else f"{where}: empty {name}")
+        raise DataError(f"{where}: empty {name}")
     return text
 
 
@@ -156,30 +168,89 @@ def from_records(
     return problems
 
 
+def _replaced_field(value: Any, path: str = "") -> str | None:
+    """Where in a row (e.g. "problem", "prompt[0].content") the first U+FFFD (a byte that was not UTF-8) sits."""
+    if isinstance(value, str):
+        return path if "\ufffd" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, str) and "\ufffd" in key:
+            return f"{path}.{key}".lstrip(".")  # a bad byte in a column name
+        found = _replaced_field(item, f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}".lstrip("."))
+        if found:
+            return found
+    return None
+
+
+def _not_utf8(path: Path, data: bytes, error: UnicodeDecodeError, rows, *, first_row: int = 0,
+              line: int | None = None, offset: int = 0) -> DataError:
+    """DataError naming the file, line, row and field of the first byte that is not UTF-8.
+
+    `rows(text)` reads the rows of `data` decoded with replacement characters, to find the field."""
+    line = data.count(b"\n", 0, error.start) + 1 if line is None else line
+    where = f"{path.name} line {line}"
+    try:
+        for index, row in enumerate(rows(data.decode("utf-8-sig", "replace")), first_row):
+            field = _replaced_field(row)
+            if field:
+                where += f" (row {index}, field {field!r})"
+                break
+    except (ValueError, csv.Error):  # not even readable with the bad bytes replaced: the line has to do
+        pass
+    return DataError(f"{where}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset {offset + error.start}); "
+                     "save the file as UTF-8")
+
+
 def _read_rows(path: Path) -> Iterator[dict]:
     """Rows of a file, lazily where the format allows (DAPO-Math-17k's parquet has 1.8M rows)."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        import pyarrow.parquet as pq  # imported here: only file loading needs it
+        import pyarrow as pa  # imported here: only file loading needs it
+        import pyarrow.parquet as pq
 
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-            yield from batch.to_pylist()
+        try:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+                yield from batch.to_pylist()
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"{path.name}: not a readable parquet file ({exc})") from exc
     elif suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
+        offset, row = 0, 0
+        with path.open("rb") as f:
+            for line_no, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    raise _not_utf8(path, raw, exc, lambda text: [json.loads(text)], first_row=row, line=line_no,
+                                    offset=offset) from exc
+                offset += len(raw)
                 if line.strip():
                     try:
                         yield json.loads(line)
                     except json.JSONDecodeError as exc:
                         raise DataError(f"{path.name} line {line_no}: invalid JSON ({exc})") from exc
+                    row += 1
     elif suffix == ".json":
-        rows = json.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
+        try:
+            rows = json.loads(data.decode("utf-8-sig"))
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(path, data, exc, json.loads) from exc
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path.name} line {exc.lineno}: invalid JSON ({exc.msg}, column {exc.colno})") from exc
         if not isinstance(rows, list):
             raise DataError(f"{path.name}: expected a JSON list of rows, got {type(rows).__name__}")
         yield from rows
     elif suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as f:
-            yield from csv.DictReader(f)
+        data = path.read_bytes()
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(path, data, exc, lambda text: csv.DictReader(io.StringIO(text, newline=""))) from exc
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        try:
+            yield from reader
+        except csv.Error as exc:
+            raise DataError(f"{path.name} line {reader.line_num}: unreadable CSV ({exc})") from exc
     else:
         raise ValueError(f"{path.name}: unsupported file type {suffix!r}; use one of {', '.join(FILE_SUFFIXES)}")
 
@@ -228,7 +299,10 @@ def load_problems(
     path = Path(os.fspath(source))
     if not path.is_file():
         raise FileNotFoundError(f"load_problems: no such file: {path}")
-    return from_records(islice(_read_rows(path), limit), origin=path.name, instruction=instruction)
+    problems = from_records(islice(_read_rows(path), limit), origin=path.name, instruction=instruction)
+    if not problems:
+        raise DataError(f"{path}: the file holds no rows; nothing to train or evaluate on")
+    return problems
 
 
 def reasoning_gym_problems(

@@ -139,18 +139,18 @@ class FIPOTrainer:
                 f"strategy {config.strategy!r} needs the scale-out path (multi-GPU FSDP2 / verl), which this "
                 "release does not have yet; `fipo-nb train --preset NAME --print-config` shows the resolved setup"
             )
+        self.problems = list(problems) if problems is not None else load_config_problems(config, config.data,
+                                                                                         config.data_limit)
+        self.eval_problems = eval_problems  # data first: a bad file fails before a model is loaded
+        if eval_problems is None and config.eval_data is not None:  # eval_limit counts unique problems
+            self.eval_problems = unique_problems(load_config_problems(config, config.eval_data, None))
+            self.eval_problems = self.eval_problems[: config.eval_limit]
         torch.manual_seed(config.seed)
         self.policy = policy or load_policy(
             config.model, config.mode, lora_r=config.lora_r, lora_alpha=config.lora_alpha,
             target_modules=_target_modules(config.lora_target_modules), dtype=config.dtype, device=config.device,
             gradient_checkpointing=config.gradient_checkpointing, seed=config.seed,
         )
-        self.problems = list(problems) if problems is not None else load_config_problems(config, config.data,
-                                                                                         config.data_limit)
-        self.eval_problems = eval_problems
-        if eval_problems is None and config.eval_data is not None:  # eval_limit counts unique problems
-            self.eval_problems = unique_problems(load_config_problems(config, config.eval_data, None))
-            self.eval_problems = self.eval_problems[: config.eval_limit]
         self.reward_fn = reward_fn or MathReward(
             correct=config.reward_correct, incorrect=config.reward_incorrect, mode=config.answer_mode
         )

@@ -58,3 +58,24 @@ def test_report_names_a_broken_metrics_line(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "reward/mean": 0.5}\n{"step": 2,\n')
     with pytest.raises(ValueError, match="metrics.jsonl: line 2 is not JSON"):
         write_report(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("empty.jsonl", b"", "empty.jsonl: the file holds no rows"),
+        ("latin1.jsonl", b'{"problem": "caf\xe9?", "answer": "3"}\n',
+         "latin1.jsonl line 1 (row 0, field 'problem'): not UTF-8 text"),
+        ("list.jsonl", b'{"problem": ["What is", "2+2?"], "answer": "4"}\n',
+         "list.jsonl row 0: problem must be text or a number, got a list"),
+    ],
+)
+def test_bad_data_file_is_one_line_naming_it_and_nothing_is_trained(tmp_path, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    out = tmp_path / "run"
+    done = fipo_nb("train", "--preset", "cpu-smoke", "--set", f"data={tmp_path / name}", "--steps", "1",
+                   "--out", str(out))
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("fipo-nb: error: ")
+    assert message in lines[0]
+    assert not (out / "metrics.jsonl").exists() and not (out / "checkpoints").exists()

@@ -137,6 +137,12 @@ def test_list_of_dicts_mixes_schemas_row_by_row():
         ({"Question": "", "answer": "2"}, "empty Question"),
         ({"text": "1 + 1?", "answer": "2"}, "no problem/question field"),
         (["1 + 1?", "2"], "expected a dict, got list"),
+        ({"problem": ["What is", "2+2?"], "answer": "4"}, "problem must be text or a number, got a list"),
+        ({"problem": {"text": "2+2?"}, "answer": "4"}, "problem must be text or a number, got an object"),
+        ({"problem": "2+2?", "answer": [4]}, "answer must be text or a number, got a list"),
+        ({"problem": "2+2?", "answer": True}, "answer must be text or a number, got bool"),
+        ({**DAPO_ROWS[0], "reward_model": {"ground_truth": ["13", "14"]}},
+         "reward_model.ground_truth must be text or a number, got a list"),
     ],
 )
 def test_malformed_row_error_names_file_row_and_field(tmp_path, row, field):
@@ -265,3 +271,49 @@ def test_sampler_rejects_empty_problems_bad_batch_size_and_bad_state():
 def test_unknown_options_of_named_sources_are_reported():
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['sise'\]"):
         load_problems("single-digit?sise=10")
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [("empty.jsonl", b""), ("blank.jsonl", b"\n\n"), ("header.csv", b"problem,answer\n"), ("none.json", b"[]")],
+)
+def test_a_file_without_rows_is_named(tmp_path, name, content):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(DataError, match=f"{name}: the file holds no rows"):
+        load_problems(tmp_path / name)
+
+
+@pytest.mark.parametrize(
+    "name, content, where",
+    [
+        ("bad.jsonl", b'{"problem": "1+1?", "answer": "2"}\n\n{"problem": "caf\xe9?", "answer": "3"}\n',
+         "bad.jsonl line 3 (row 1, field 'problem'): not UTF-8 text (byte 0xe9 at offset 52)"),  # 35 + 1 + 16 bytes before it
+        ("bad.json", b'[{"problem": "1+1?", "answer": "2"},\n {"problem": "x", "answer": "\xff3"}]',
+         "bad.json line 2 (row 1, field 'answer'): not UTF-8 text (byte 0xff at offset 66)"),
+        ("bad.csv", b"problem,answer\n1+1?,2\ncaf\xe9?,3\n",
+         "bad.csv line 3 (row 1, field 'problem'): not UTF-8 text (byte 0xe9 at offset 25)"),
+        ("dapo.jsonl", b'{"prompt": [{"role": "user", "content": "\xe9"}], "reward_model": {"ground_truth": "3"}}\n',
+         "dapo.jsonl line 1 (row 0, field 'prompt[0].content'): not UTF-8 text"),
+    ],
+)
+def test_undecodable_bytes_name_file_line_row_and_field(tmp_path, name, content, where):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(DataError) as info:
+        load_problems(tmp_path / name)
+    assert str(info.value).startswith(where)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_field(tmp_path):
+    (tmp_path / "excel.csv").write_bytes(b"\xef\xbb\xbfproblem,answer\n1 + 1?,2\n")
+    (tmp_path / "rows.jsonl").write_bytes(b'\xef\xbb\xbf{"problem": "1 + 1?", "answer": 2}\n')
+    for name in ("excel.csv", "rows.jsonl"):
+        assert [(p.text, p.answer) for p in load_problems(tmp_path / name, instruction=None)] == [("1 + 1?", "2")]
+
+
+def test_broken_json_and_parquet_files_are_named(tmp_path):
+    (tmp_path / "rows.json").write_text('[{"problem": "1 + 1?",\n  "answer" 2}]')
+    with pytest.raises(DataError, match="rows.json line 2: invalid JSON"):
+        load_problems(tmp_path / "rows.json")
+    (tmp_path / "dapo.parquet").write_bytes(b"not a parquet file")
+    with pytest.raises(DataError, match="dapo.parquet: not a readable parquet file"):
+        load_problems(tmp_path / "dapo.parquet")
