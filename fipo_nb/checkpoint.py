@@ -8,11 +8,15 @@ RUN_DIR/checkpoints/step-N/ holds
     config.json             the run's resolved TrainConfig
     manifest.json           size and sha256 of every file above; written last
 A folder without a manifest, or whose files do not match it, is not a checkpoint: loading it
-raises CheckpointError naming the file.
+raises CheckpointError naming the file. A save that fails (a full disk, no permission) removes
+its temporary folder and raises CheckpointError naming the checkpoint, the folder and the cause;
+the checkpoints written before are untouched.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -22,10 +26,46 @@ from pathlib import Path
 from typing import Callable
 
 MANIFEST = "manifest.json"
+LOW_SPACE = 1 << 20  # bytes free under which a failed write is blamed on a full disk
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint is missing, partial or corrupted; the message names the file."""
+    """A checkpoint is missing, partial or corrupted, or could not be written; the message names the file."""
+
+
+class _FileWriteError(Exception):
+    """A checkpoint file could not be written: carries its name to the message of write_checkpoint."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
+@contextlib.contextmanager
+def writing(path: Path):
+    """Use around the write of one checkpoint file, so that a failure names it."""
+    try:
+        yield path
+    except Exception as err:
+        raise _FileWriteError(path.name) from err
+
+
+def _cause(error: BaseException, folder: Path) -> str:
+    """The reason a save failed, in words: the operating system's error where there is one (torch
+    and safetensors wrap it in their own), and the free space when the disk looks full."""
+    chain, seen = error, []
+    while chain is not None and chain not in seen:
+        seen.append(chain)
+        if isinstance(chain, OSError) and chain.errno:
+            return f"{os.strerror(chain.errno)} [errno {chain.errno}]"
+        chain = chain.__cause__ or chain.__context__
+    root = next((e for e in seen if not isinstance(e, _FileWriteError)), error)
+    message = " ".join(f"{type(root).__name__}: {root}".split())  # one line
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return message
+    return f"{message} ({free} bytes free there: the disk is probably full)" if free < LOW_SPACE else message
 
 
 def _sha256(path: Path) -> str:
@@ -41,21 +81,41 @@ def checkpoint_dir(run_dir, step: int) -> Path:
 
 
 def write_checkpoint(run_dir, step: int, write: Callable[[Path], None]) -> Path:
-    """Call write(folder) on a temporary folder, add the manifest, then rename it into place."""
+    """Call write(folder) on a temporary folder, add the manifest, then rename it into place.
+
+    Any failure removes the temporary folder; an error (a full disk, ...) becomes a CheckpointError
+    naming the checkpoint, its folder, the file being written and the cause."""
     final = checkpoint_dir(run_dir, step)
     temporary = final.with_name(f".{final.name}.tmp{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir(parents=True)
-    write(temporary)
-    files = sorted(p for p in temporary.rglob("*") if p.is_file())
-    manifest = {
-        "step": step,
-        "files": {str(p.relative_to(temporary)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files},
-    }
-    (temporary / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    if final.exists():
-        shutil.rmtree(final)
-    temporary.rename(final)
+    try:
+        temporary.mkdir(parents=True)
+        write(temporary)
+        files = sorted(p for p in temporary.rglob("*") if p.is_file())
+        manifest = {
+            "step": step,
+            "files": {str(p.relative_to(temporary)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files},
+        }
+        with writing(temporary / MANIFEST) as path:
+            path.write_text(json.dumps(manifest, indent=1))
+        if final.exists():
+            shutil.rmtree(final)
+        temporary.rename(final)
+    except BaseException as err:
+        cause = _cause(err, final.parent) if isinstance(err, Exception) else ""
+        shutil.rmtree(temporary, ignore_errors=True)
+        if not isinstance(err, Exception):  # KeyboardInterrupt: nothing half-written stays behind
+            raise
+        during = f" while writing {err.name}" if isinstance(err, _FileWriteError) else ""
+        earlier = [s for s, f in list_checkpoints(run_dir) if s != step and (f / MANIFEST).is_file()]
+        last = f"the last complete one is step-{earlier[0]}" if earlier else "there is no earlier checkpoint"
+        full = f"[errno {errno.ENOSPC}]" in cause or "disk is probably full" in cause
+        then = "free some space, then save again or resume from it" if full else \
+            "save again or resume from it once that is fixed"
+        raise CheckpointError(
+            f"could not save checkpoint step-{step} in {final.parent}: {cause}{during}; its partial folder "
+            f"was removed, {last} ({then})"
+        ) from err
     return final
 
 
@@ -114,15 +174,22 @@ def save_training_state(folder: Path, *, policy, optimizer, scheduler, sampler, 
     from safetensors.torch import save_file
 
     trainable = {n: p.detach().cpu().contiguous() for n, p in policy.model.named_parameters() if p.requires_grad}
-    save_file(trainable, folder / "trainable.safetensors")
+    with writing(folder / "trainable.safetensors") as path:
+        save_file(trainable, path)
     if policy.mode in ("lora", "qlora"):
-        policy.model.save_pretrained(folder / "adapter")
-    torch.save(optimizer.state_dict(), folder / "optimizer.pt")
-    torch.save(scheduler.state_dict(), folder / "scheduler.pt")
-    torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, folder / "rng.pt")
-    (folder / "trainer_state.json").write_text(json.dumps({"step": step, "sampler": sampler.state_dict()}, indent=1))
-    (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        with writing(folder / "adapter") as path:
+            policy.model.save_pretrained(path)
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    for name, state in (("optimizer.pt", optimizer.state_dict()), ("scheduler.pt", scheduler.state_dict()),
+                        ("rng.pt", rng)):
+        # through a Python file object: a full disk is then an OSError, not torch's "unexpected pos"
+        with writing(folder / name) as path, path.open("wb") as handle:
+            torch.save(state, handle)
+    with writing(folder / "trainer_state.json") as path:
+        path.write_text(json.dumps({"step": step, "sampler": sampler.state_dict()}, indent=1))
+    with writing(folder / "config.json") as path:
+        path.write_text(json.dumps(config.to_dict(), indent=2))
 
 
 def load_training_state(folder, *, policy, optimizer, scheduler, sampler, verified: bool = False) -> int:

@@ -81,16 +81,27 @@ def _run(config, *, report: bool, resume: bool = False, fallback: bool = False, 
     except KeyboardInterrupt:
         where = f"interrupted after step {trainer.step_count}"
         if trainer._pending is None and config.save_every >= 0:
-            print(f"{where}; checkpoint {trainer.save()}; `--resume` continues", file=sys.stderr)
+            print(f"{where}; checkpoint {_saved(trainer)}; `--resume` continues", file=sys.stderr)
         else:
             print(f"{where} (a step was half done and is dropped); `--resume` continues from the last checkpoint",
                   file=sys.stderr)
         return 130
+    except CheckpointError as err:  # a full disk while saving: the steps so far are logged, the save is not
+        raise CLIError(f"after step {trainer.step_count}: {err}") from err
     print(f"metrics: {trainer.out_dir / 'metrics.jsonl'}")
     if report:
         print(f"report:  {write_report(trainer.out_dir)}")
     print(f"wall time: {time.perf_counter() - started:.0f} s")
     return 0
+
+
+def _saved(trainer):
+    from .checkpoint import CheckpointError
+
+    try:
+        return trainer.save()
+    except CheckpointError as err:
+        raise CLIError(f"after step {trainer.step_count}: {err}") from err
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

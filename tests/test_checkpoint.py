@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import json
+import os
 import shutil
 import subprocess
 import sys
+from collections import namedtuple
+from pathlib import Path
 
 import pytest
+import torch
 
-from fipo_nb.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, verify_checkpoint
+import fipo_nb.checkpoint
+from fipo_nb.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    list_checkpoints,
+    verify_checkpoint,
+    write_checkpoint,
+    writing,
+)
 from fipo_nb.presets import apply_overrides, get_preset
 from fipo_nb.trainer import FIPOTrainer
 
@@ -112,3 +126,116 @@ def test_a_fresh_run_does_not_silently_reuse_an_old_output_dir(tmp_path):
     assert again.returncode == 2 and "--resume continues it, --overwrite starts over" in again.stderr
     over = cli("train", "--preset", "cpu-smoke", "--steps", "1", "--out", str(tmp_path), "--overwrite")
     assert over.returncode == 0 and [r["step"] for r in rows(tmp_path)] == [1]
+
+
+def no_space(path):
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def test_a_failed_write_removes_the_partial_folder_and_names_checkpoint_folder_file_and_cause(tmp_path):
+    write_checkpoint(tmp_path, 1, lambda folder: (folder / "a.bin").write_bytes(b"x" * 10))
+
+    def disk_fills_up(folder):
+        (folder / "a.bin").write_bytes(b"x" * 10)
+        with writing(folder / "b.bin") as path:
+            path.write_bytes(b"half")
+            raise no_space(path)
+
+    with pytest.raises(CheckpointError) as info:
+        write_checkpoint(tmp_path, 2, disk_fills_up)
+    assert str(info.value) == (
+        f"could not save checkpoint step-2 in {tmp_path / 'checkpoints'}: No space left on device [errno 28] while "
+        "writing b.bin; its partial folder was removed, the last complete one is step-1 (free some space, then "
+        "save again or resume from it)"
+    )
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-1"]
+    verify_checkpoint(tmp_path / "checkpoints" / "step-1")
+
+
+def test_an_opaque_write_error_on_a_full_disk_says_the_disk_is_full(tmp_path, monkeypatch):
+    def torch_style_failure(folder):  # what torch.save(obj, path) raises when the disk fills up
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 98048 vs 97940")
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(fipo_nb.checkpoint.shutil, "disk_usage", lambda path: usage(614400, 610304, 4096))
+    with pytest.raises(CheckpointError, match=r"step-3 in .*: RuntimeError: \[enforce fail .* unexpected pos 98048 "
+                                              r"vs 97940 \(4096 bytes free there: the disk is probably full\); .* "
+                                              "there is no earlier checkpoint"):
+        write_checkpoint(tmp_path, 3, torch_style_failure)
+    assert list((tmp_path / "checkpoints").iterdir()) == []
+
+
+def test_a_full_disk_during_a_save_loses_nothing_and_resume_continues(tmp_path, monkeypatch):
+    real_save = torch.save
+
+    def fills_up_at_the_optimizer(obj, f, *args, **kwargs):  # writes half of optimizer.pt, then ENOSPC
+        name = Path(getattr(f, "name", f)).name
+        if name != "optimizer.pt":
+            return real_save(obj, f, *args, **kwargs)
+        data = io.BytesIO()
+        real_save(obj, data)
+        with open(f, "wb") if isinstance(f, (str, Path)) else open(os.devnull, "wb") as target:
+            (target if isinstance(f, (str, Path)) else f).write(data.getvalue()[: len(data.getvalue()) // 2])
+        raise no_space(name)
+
+    trainer = FIPOTrainer(smoke(tmp_path, "save_every=1"))
+    trainer.train(1, progress=False)
+    monkeypatch.setattr(torch, "save", fills_up_at_the_optimizer)
+    with pytest.raises(CheckpointError, match=r"step-2 .*No space left on device \[errno 28\] while writing "
+                                              r"optimizer.pt; .*the last complete one is step-1"):
+        trainer.train(1, progress=False)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-1"]  # no .step-2.tmp*
+    assert trainer.step_count == 2 and [r["step"] for r in rows(tmp_path)] == [1, 2]
+    monkeypatch.setattr(torch, "save", real_save)  # space is free again
+    resumed = FIPOTrainer.resume(tmp_path)
+    assert resumed.step_count == 1 and [r["step"] for r in rows(tmp_path)] == [1]
+    resumed.train(until=2, progress=False)
+    assert [r["step"] for r in rows(tmp_path)] == [1, 2]
+    verify_checkpoint(tmp_path / "checkpoints" / "step-2")
+
+
+def mount_tmpfs(folder: Path, size: str) -> bool:
+    """A tmpfs of `size` at `folder`; False where mounting is impossible (not root, no CAP_SYS_ADMIN, no mount)."""
+    if os.name != "posix" or os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    folder.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    return done.returncode == 0
+
+
+@pytest.mark.slow
+def test_a_real_full_filesystem_during_a_cli_save_is_one_line_and_resume_continues(tmp_path):
+    disk = tmp_path / "disk"
+    if not mount_tmpfs(disk, "32m"):
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        out = disk / "run"
+        common = ["--preset", "cpu-smoke", "--set", "save_every=1", "--set", "trace_samples=0", "--out", str(out)]
+        assert cli("train", *common, "--steps", "1").returncode == 0
+        filler = disk / "filler"
+        with filler.open("wb") as handle:  # leave 64 KiB: enough for step 2's metrics, not for its checkpoint
+            handle.truncate(0)
+            handle.write(b"\0" * (shutil.disk_usage(disk).free - (64 << 10)))
+        full = cli("train", *common, "--steps", "2", "--resume")
+        last = full.stderr.strip().splitlines()[-1]  # above it: the progress bar
+        assert full.returncode == 2 and "Traceback" not in full.stderr, full.stderr
+        assert last.startswith(f"fipo-nb: error: after step 2: could not save checkpoint step-2 in {out}")
+        assert "No space left on device" in last and "the last complete one is step-1" in last
+        assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-1"]
+        filler.unlink()  # space is free again
+        again = cli("train", *common, "--steps", "2", "--resume")
+        assert again.returncode == 0 and "after step 1" in again.stdout, again.stderr
+        assert [r["step"] for r in rows(out)] == [1, 2]
+        verify_checkpoint(out / "checkpoints" / "step-2")
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_save_refused_for_another_reason_says_so(tmp_path):
+    def no_permission(folder):
+        with writing(folder / "optimizer.pt") as path:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    with pytest.raises(CheckpointError, match=r"Permission denied \[errno 13\] while writing optimizer.pt; .*there is "
+                                              r"no earlier checkpoint \(save again or resume from it once that is"):
+        write_checkpoint(tmp_path, 1, no_permission)
