@@ -112,3 +112,27 @@ def test_dapo_answer_is_the_raw_last_match_in_the_window():
     assert dapo_answer("Answer: 3\nthen\nANSWER: $\\frac{1}{2}$ cm") == "$\\frac{1}{2}$ cm"
     assert dapo_answer("Answer: 12\n" + TAIL) is None
     assert dapo_answer("") is None
+
+
+PIECES = ["Answer:", "answer :", "ANSWER:\n", " ", "\n", "12", "1,000", "(or 12)", "$", "\\$", "\\boxed{", "}", "{",
+          "\\text{", "\\textbf{", "\\overline{", "cm", "dollars", "^\\circ", "^{\\circ}", "\\frac", "\\sqrt", "ab", "x = ",
+          "=", ".", ",", "{,}", '"', "\\dots", "\\ldots", "a ", "an ", "mbox", "\\text{and}", "\\text{m}", "\\text{s}",
+          "\\mathrm{th}", "\\;", "\\ ", "issue", "²", "-", "\\dfrac{1}{2}", "x" * 150]
+
+
+def test_matches_the_real_verl_scorer_where_verl_is_installed():
+    official = pytest.importorskip("verl.utils.reward_score.math_dapo")  # verl's own environment only
+    import random
+
+    rng = random.Random(0)
+    checked = 0
+    for _ in range(5000):
+        response = "".join(rng.choice(PIECES) for _ in range(rng.randint(0, 16)))
+        gold = rng.choice(["12", "1000", "\\frac{1}{2}", "(B)", "".join(rng.choice(PIECES) for _ in range(2))])
+        assert normalize_final_answer(response) == official.normalize_final_answer(response)
+        if dapo_answer(response) is None:
+            continue  # verl >= 0.9 falls back to \boxed{} here; the FIPO fork (verl 0.5) does not
+        reference = official.compute_score(response, gold)
+        assert dapo_score(response, gold) == DapoScore(reference["score"], reference["acc"], reference["pred"])
+        checked += 1
+    assert checked > 1000
