@@ -11,6 +11,7 @@ samples each row once), so k = 32 on it would cost 32x and compute pass@k over d
 from __future__ import annotations
 
 import json
+import warnings
 
 import torch
 
@@ -57,10 +58,13 @@ def evaluate(
     top_p: float = 1.0,
     batch_size: int | None = None,
     seed: int = 0,
+    reward_errors: str = "raise",
+    error_reward: float = -1.0,
 ) -> dict[str, float]:
     """Sample k responses per problem and score them; returns "eval/..." metrics.
 
-    Repeated problems are sampled once (`unique_problems`; `eval/duplicates` counts the rows
+    reward_errors / error_reward: what a failing reward function does, as TrainConfig.reward_errors
+    ("incorrect" counts the failures in eval/reward_errors). Repeated problems are sampled once (`unique_problems`; `eval/duplicates` counts the rows
     left out). Runs under its own RNG seed, restoring the caller's afterwards, so evaluating in
     the middle of training does not change what training samples next.
     """
@@ -75,7 +79,13 @@ def evaluate(
             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, batch_size=batch_size,
         )
     rows = [p for p in problems for _ in range(k)]
-    scored = score_responses(reward_fn, rollout.prompt_texts, decode_responses(policy.tokenizer, rollout), rows)
+    scored = score_responses(reward_fn, rollout.prompt_texts, decode_responses(policy.tokenizer, rollout), rows,
+                             on_error=reward_errors, error_reward=error_reward)
+    errors = sum(s.error is not None for s in scored)
+    if errors:
+        first = next(s.error for s in scored if s.error is not None)
+        warnings.warn(f"evaluation: the reward function failed on {errors} response(s), scored {error_reward:g} "
+                      f"because reward_errors='incorrect' (first: {first})", stacklevel=2)
     correct = torch.tensor([s.correct for s in scored], dtype=torch.float64).view(len(problems), k)  # [P, k]
     return {
         f"eval/avg@{k}": correct.mean().item(),
@@ -84,5 +94,6 @@ def evaluate(
         "eval/truncated_frac": sum(r == "length" for r in rollout.finish_reasons) / len(rollout),
         "eval/problems": float(len(problems)),
         "eval/duplicates": float(given - len(problems)),
+        "eval/reward_errors": float(errors),
         **length_metrics(rollout.response_lengths, "eval/length"),
     }

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from fipo_nb.presets import apply_overrides, get_preset
 from fipo_nb.trainer import FIPOTrainer
 
@@ -57,3 +59,23 @@ def test_repeated_problems_are_sampled_once(tmp_path):
     assert again["eval/problems"] == 3 and again["eval/duplicates"] == 9 and once["eval/duplicates"] == 0
     assert {k: v for k, v in again.items() if k != "eval/duplicates"} == \
         {k: v for k, v in once.items() if k != "eval/duplicates"}
+
+
+def test_evaluation_follows_reward_errors(tmp_path):
+    from fipo_nb.data import from_records
+    from fipo_nb.evaluation import evaluate
+    from fipo_nb.models import load_policy
+    from fipo_nb.rewards import RewardError
+
+    policy = load_policy("tiny-qwen2-char", "lora", lora_r=2, device="cpu")
+    problems = from_records([{"problem": "1 + 1?", "answer": "2"}], instruction=None)
+
+    def broken(prompt, response, sample):
+        raise RuntimeError("grader down")
+
+    kwargs = dict(k=2, max_prompt_length=64, max_new_tokens=4)
+    with pytest.raises(RewardError, match="grader down"):
+        evaluate(policy, problems, broken, **kwargs)
+    with pytest.warns(UserWarning):
+        metrics = evaluate(policy, problems, broken, reward_errors="incorrect", error_reward=-1.0, **kwargs)
+    assert metrics["eval/reward_errors"] == 2 and metrics["eval/avg@2"] == 0.0 and metrics["eval/reward_mean"] == -1.0
