@@ -8,9 +8,9 @@ STAMP := $(VENV)/.fipo-nb-installed
 TORCH := torch==2.13.0
 LOCK := requirements.lock
 RETRY := bash scripts/retry.sh 3
-# Wheels only, but for three small packages that reasoning-gym (every release) pins and PyPI has as
-# sources only: pycosat (a C extension: needs a C compiler) and the pure-Python cellpylib and zss.
-WHEELS_ONLY := --only-binary=:all: --no-binary=cellpylib,pycosat,zss
+# Wheels only: nothing is built from source (reasoning-gym, whose pycosat is C sources on PyPI, is the
+# optional extra `gym`, not installed here).
+WHEELS_ONLY := --only-binary=:all:
 
 .PHONY: setup system-deps test demo bench lock clean
 

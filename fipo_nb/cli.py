@@ -18,7 +18,7 @@ class CLIError(Exception):
 def _checked(function, *args, **kwargs):
     try:
         return function(*args, **kwargs)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ImportError) as err:  # ImportError: an optional extra is missing
         raise CLIError(str(err)) from err
 
 

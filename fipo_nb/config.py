@@ -146,8 +146,9 @@ class TrainConfig:
     """"single" process. "fsdp2" / "verl" are the scale-out paths (not in this release)."""
 
     data: str = "single-digit"
-    """Prompts: a .parquet/.jsonl/.json/.csv file (DAPO-Math-17k or problem/answer rows),
-    "reasoning-gym:<task>[?size=N&...]", "champ", or "single-digit" (smoke tests)."""
+    """Prompts: a .parquet/.jsonl/.json/.csv file (DAPO-Math-17k or problem/answer rows), the built-in
+    "arithmetic[?size=N&terms=..]" / "word-problems[?steps=..]", "champ", "single-digit" (smoke tests),
+    or "reasoning-gym:<task>[?size=N&...]" (the `gym` extra)."""
     data_limit: int | None = None
     """Use only the first N problems (None: all)."""
     instruction: str = "dapo"

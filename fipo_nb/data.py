@@ -7,9 +7,10 @@ Every source becomes a list of `Problem` (chat messages, ground-truth answer, st
     >>> problems[0].text, problems[0].answer, problems[0].id
     ('What is 2 + 2?', '4', 'records:0')
 
-`load_problems` sources: a .parquet / .jsonl / .json / .csv file, a list of dicts, and (from
-installed packages, no hub needed) "reasoning-gym:<task>?size=N&seed=S&key=value", "champ",
-"single-digit?size=N&seed=S".
+`load_problems` sources: a .parquet / .jsonl / .json / .csv file, a list of dicts, and (no hub
+needed) the built-in procedural tasks "arithmetic?size=N&seed=S&terms=..." and
+"word-problems?steps=..." (tasks.py), "single-digit?size=N&seed=S", the CHAMP problems "champ"
+(champ-dataset), and "reasoning-gym:<task>?size=N&seed=S&key=value" with the `gym` extra.
 """
 
 from __future__ import annotations
@@ -281,10 +282,12 @@ def load_problems(
     `limit` keeps the first rows (and is the default size of procedural sources); `seed` is the
     default seed of procedural sources ("?seed=S" overrides it).
     """
+    from .tasks import TASKS  # tasks.py builds on this module
+
     if isinstance(source, (list, tuple)):
         return from_records(islice(source, limit), instruction=instruction)
     name, _, query = source.partition("?") if isinstance(source, str) else ("", "", "")
-    if name in ("champ", "single-digit") or name.startswith("reasoning-gym:"):
+    if name in ("champ", "single-digit", *TASKS) or name.startswith("reasoning-gym:"):
         options = {k: _query_value(v) for k, v in _query_pairs(query)}
         size = options.pop("size", limit if limit is not None else 64)
         seed = options.pop("seed", seed)
@@ -294,6 +297,11 @@ def load_problems(
             return champ_problems(limit, instruction=instruction)
         if name == "single-digit":
             return single_digit_problems(size, seed, instruction=instruction)[:limit]
+        if name in TASKS:
+            try:
+                return TASKS[name](size, seed, instruction=instruction, **options)[:limit]
+            except TypeError as exc:  # an unknown option
+                raise ValueError(f"load_problems: {name!r}: bad option(s) {sorted(options)}: {exc}") from exc
         task = name.removeprefix("reasoning-gym:")
         return reasoning_gym_problems(task, size, seed, instruction=instruction, **options)[:limit]
     path = Path(os.fspath(source))
@@ -308,7 +316,14 @@ def load_problems(
 def reasoning_gym_problems(
     task: str, size: int = 64, seed: int = 0, *, instruction: str | None = DAPO_INSTRUCTION, **task_config
 ) -> list[Problem]:
-    """`size` problems of a reasoning-gym task, deterministic by seed; task_config: e.g. min_terms=2."""
+    """`size` problems of a reasoning-gym task, deterministic by seed; task_config: e.g. min_terms=2.
+
+    Needs the optional extra `gym` (pip install 'fipo_nb[gym]'): reasoning-gym pins pycosat, which
+    PyPI has as C sources only, so it is not a dependency of fipo_nb itself."""
+    if importlib.util.find_spec("reasoning_gym") is None:
+        raise ImportError(f"the data source 'reasoning-gym:{task}' needs reasoning-gym: pip install 'fipo_nb[gym]' "
+                          "(it builds pycosat from C sources); the built-in sources 'arithmetic' and "
+                          "'word-problems' need nothing")
     import reasoning_gym  # imported here: it takes ~1 s and most runs never need it
     from reasoning_gym.factory import DATASETS
 

@@ -31,7 +31,7 @@ _OFFICIAL_32B = dict(
 )
 
 _QLORA_GPU = dict(  # single-GPU QLoRA on Qwen2.5-Instruct; each preset changes what its size needs
-    mode="qlora", lora_r=32, lora_alpha=64, data="reasoning-gym:gsm_symbolic?size=5000", prompts_per_step=32,
+    mode="qlora", lora_r=32, lora_alpha=64, data="word-problems?size=5000", prompts_per_step=32,
     samples_per_prompt=8, mini_batch_size=8, micro_batch_size=8, lr=1e-5, max_prompt_length=1024,
     max_response_length=4096, gradient_checkpointing=True, steps=300,
 )
@@ -50,18 +50,16 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "demo",
-            "SmolLM2-135M-Instruct (offline), LoRA, reasoning-gym one-digit sums: a few FIPO steps on a 2-core CPU",
+            "SmolLM2-135M-Instruct (offline), LoRA, one-digit sums: a few FIPO steps on a 2-core CPU",
             # a 135M model neither writes "Answer:" lines nor stays coherent at temperature 1.0: the demo
             # reads the last number and samples at 0.7, which gives ~50% accuracy and mixed groups
             dict(model="smollm2-135m-instruct", mode="lora", lora_r=16, lora_alpha=32, device="cpu",
-                 data='reasoning-gym:basic_arithmetic?size=200&min_terms=2&max_terms=2&min_digits=1&max_digits=1'
-                      '&allow_parentheses=false&allow_negation=false&operators=["+"]',
+                 data="arithmetic?size=200&terms=2&digits=1&operators=+",
                  instruction="{problem} Answer with the number only.", temperature=0.7,
                  prompts_per_step=4, samples_per_prompt=4, mini_batch_size=2, micro_batch_size=8, lr=2e-4,
                  lr_warmup_steps=0, weight_decay=0.0, max_prompt_length=256, max_response_length=64,
                  answer_mode="last_number", steps=5, output_dir="runs/demo", trace_post_update=True,
-                 eval_data='reasoning-gym:basic_arithmetic?size=8&seed=1234&min_terms=2&max_terms=2&min_digits=1'
-                           '&max_digits=1&allow_parentheses=false&allow_negation=false&operators=["+"]',
+                 eval_data="arithmetic?size=8&seed=1234&terms=2&digits=1&operators=+",
                  eval_every=5, eval_k=4, eval_temperature=0.7, eval_top_p=1.0),
         ),
         Preset(

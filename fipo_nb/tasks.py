@@ -20,6 +20,8 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
+from .data import DAPO_INSTRUCTION, Problem, _chat
+
 __all__ = ["TASKS", "arithmetic_problems", "word_problems"]
 
 NAMES = ("Mia", "Liam", "Ava", "Noah", "Zoe", "Omar", "Lena", "Ravi", "Sara", "Tom", "Ines", "Kai")
@@ -51,13 +53,11 @@ def _value(numbers: list[int], ops: list[str]) -> int:
 
 
 def arithmetic_problems(size: int = 64, seed: int = 0, *, terms=2, digits=1, operators: str = "+",
-                        instruction: str | None = None) -> list:
+                        instruction: str | None = DAPO_INSTRUCTION) -> list[Problem]:
     """`size` expressions of `terms` numbers (an int or [lo, hi]) of `digits` digits joined by `operators`.
 
     Answers are exact integers under the usual precedence (* before + and -).
     """
-    from .data import Problem, _chat
-
     lo_terms, hi_terms = _check_range("arithmetic: terms", terms, 2, 8)
     lo_digits, hi_digits = _check_range("arithmetic: digits", digits, 1, 4)
     if not operators or set(operators) - set(OPERATORS):
@@ -91,7 +91,8 @@ def _shopping(rng, name):
 
 
 def _savings(rng, name):
-    weekly, weeks, price = rng.randint(3, 9), rng.randint(3, 8), rng.randint(5, 20)
+    weekly, weeks = rng.randint(3, 9), rng.randint(3, 8)
+    price = rng.randint(5, weekly * weeks)  # never more than the savings
     return (f"{name} saves {weekly} dollars every week for {weeks} weeks, then spends {price} dollars on a book. "
             f"How many dollars does {name} have left?"), weekly * weeks - price
 
@@ -144,10 +145,9 @@ TEMPLATES = (
 )
 
 
-def word_problems(size: int = 64, seed: int = 0, *, steps=(2, 3), instruction: str | None = None) -> list:
+def word_problems(size: int = 64, seed: int = 0, *, steps=(2, 3),
+                  instruction: str | None = DAPO_INSTRUCTION) -> list[Problem]:
     """`size` word problems that take `steps` (an int or [lo, hi]) operations each; integer answers."""
-    from .data import Problem, _chat
-
     lo, hi = _check_range("word-problems: steps", steps, 2, 3)
     templates = [t for t in TEMPLATES if lo <= t.steps <= hi]
     rng, problems = random.Random(f"fipo_nb.tasks.word-problems:{seed}"), []

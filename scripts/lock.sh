@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 TORCH=${TORCH:-torch==2.13.0}
-WHEELS_ONLY=(--only-binary=:all: --no-binary=cellpylib,pycosat,zss)  # as in the Makefile
+WHEELS_ONLY=(--only-binary=:all:)  # as in the Makefile
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$PYTHON" -m venv "$work/venv"

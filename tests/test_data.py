@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import doctest
+import importlib.util
 import json
 
 import numpy as np
@@ -166,6 +167,17 @@ def test_missing_file_and_unknown_suffix_errors_name_the_file(tmp_path):
         load_problems(str(tmp_path / "rows.txt"))
 
 
+HAS_GYM = importlib.util.find_spec("reasoning_gym") is not None
+gym = pytest.mark.skipif(not HAS_GYM, reason="reasoning-gym is the optional extra fipo_nb[gym] (pycosat compiles)")
+
+
+@pytest.mark.skipif(HAS_GYM, reason="reasoning-gym is installed here")
+def test_reasoning_gym_without_the_extra_says_how_to_get_it():
+    with pytest.raises(ImportError, match=r"pip install 'fipo_nb\[gym\]'"):
+        load_problems("reasoning-gym:basic_arithmetic?size=2")
+
+
+@gym
 @pytest.mark.parametrize("task", ["basic_arithmetic", "gsm_symbolic", "fraction_simplification"])
 def test_reasoning_gym_tasks_have_answers_and_json_metadata(task):
     problems = reasoning_gym_problems(task, size=6, seed=3)
@@ -177,6 +189,7 @@ def test_reasoning_gym_tasks_have_answers_and_json_metadata(task):
     assert [(p.text, p.answer) for p in again] == [(p.text, p.answer) for p in problems]
 
 
+@gym
 def test_reasoning_gym_source_string_passes_size_seed_and_config():
     problems = load_problems("reasoning-gym:basic_arithmetic?size=5&seed=7&min_terms=2&max_terms=2", instruction=None)
     direct = reasoning_gym_problems("basic_arithmetic", 5, 7, instruction=None, min_terms=2, max_terms=2)
@@ -185,6 +198,7 @@ def test_reasoning_gym_source_string_passes_size_seed_and_config():
     assert len(load_problems("reasoning-gym:basic_arithmetic", limit=3)) == 3
 
 
+@gym
 def test_unknown_reasoning_gym_task_lists_valid_names():
     with pytest.raises(ValueError, match="unknown reasoning-gym task 'no_such_task'.*basic_arithmetic"):
         reasoning_gym_problems("no_such_task")
