@@ -148,9 +148,12 @@ class FIPOTrainer:
         self.config = config.validate()
         if config.strategy != "single":
             raise ValueError(
-                f"strategy {config.strategy!r} needs the scale-out path (multi-GPU FSDP2 / verl), which this "
-                "release does not have yet; `fipo-nb train --preset NAME --print-config` shows the resolved setup"
+                f"strategy {config.strategy!r} needs the scale-out path: verl runs it, "
+                "`fipo-nb launch verl --preset NAME` writes the launch and `fipo-nb plan --preset NAME` its memory plan"
             )
+        if config.advantage_estimator != "grpo":
+            raise ValueError(f"advantage_estimator {config.advantage_estimator!r} (PPO) needs a critic, which only the "
+                             "scale-out path has: `fipo-nb launch verl`")
         torch.manual_seed(config.seed)
         self.policy = policy or load_policy(
             config.model, config.mode, lora_r=config.lora_r, lora_alpha=config.lora_alpha,
