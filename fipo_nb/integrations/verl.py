@@ -489,12 +489,14 @@ def write_data(launch: Launch) -> list[Path]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ..trainer import load_config_problems
+    from ..data import DAPO_INSTRUCTION, load_problems
 
     written = []
     for which, (source, target) in launch.conversions.items():
         limit = launch.config.data_limit if which == "train" else launch.config.eval_limit
-        problems = load_config_problems(launch.config, source, limit)
+        c = launch.config
+        instruction = {"dapo": DAPO_INSTRUCTION, "none": None}.get(c.instruction, c.instruction)
+        problems = load_problems(source, limit=limit, instruction=instruction, seed=c.seed)
         rows = [{"data_source": "math_dapo", "prompt": p.prompt, "ability": "math",
                  "reward_model": {"ground_truth": p.answer, "style": "rule"},
                  "extra_info": {"index": i, "id": p.id}} for i, p in enumerate(problems)]

@@ -289,7 +289,7 @@ class TraceHook:
             row["reward/mean"] = sum(self.rewards) / len(self.rewards)
             row["accuracy/mean"] = sum(r > 0 for r in self.rewards) / len(self.rewards)
         if self.texts:
-            row.update(phases.summarize([phases.classify(t) for t in self.texts]))
+            row.update(phases.summarize(self.texts))
         for key, total in self.metric_sums.items():
             count = 1 if key in COUNTS else self.metric_tokens
             row[key] = total / count if count else 0.0
