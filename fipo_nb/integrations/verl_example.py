@@ -59,7 +59,8 @@ def sequence_log_probs(model, sequences: list[torch.Tensor]) -> torch.Tensor:
     tensor, position t holding log p(token t+1 | tokens <= t) (0 at each sequence's last position)."""
     rows = []
     for real in sequences:  # [L] prompt + response, no padding
-        logits = model(real[None]).logits[0].float()  # [L, V]
+        logits = model(real[None]).logits[0]  # [L, V]
+        logits = logits if logits.dtype == torch.float64 else logits.float()
         picked = torch.log_softmax(logits[:-1], dim=-1).gather(-1, real[1:, None])[:, 0]  # [L - 1]
         rows.append(torch.cat([picked, picked.new_zeros(1)]))  # [L]
     return torch.nested.as_nested_tensor(rows, layout=torch.jagged)
@@ -188,7 +189,7 @@ def train_steps(out_dir, *, steps: int = 2, fipo: FIPOConfig | None = None, grou
                 log_probs = sequence_log_probs(model, list(data["input_ids"].unbind()))  # the engine's forward
                 loss, info = loss_fn(model_output={"log_probs": log_probs}, data=data)
                 loss.backward()
-                metrics.append({k: (v.value if hasattr(v, "value") else v) for k, v in info.items()})
+                metrics.append({k: (v.values if hasattr(v, "values") else v) for k, v in info.items()})
             optimizer.step()
     return metrics
 
