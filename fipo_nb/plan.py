@@ -171,13 +171,13 @@ class Plan:
     def __str__(self) -> str:
         def table(name, lines, budget, unit="GiB"):
             rows = [f"{name}"]
-            rows += [f"  {l.label:<44} {l.gib:>9.2f}  = {l.formula}" for l in lines]
+            rows += [f"  {l.label:<52} {l.gib:>9.2f}  = {l.formula}" for l in lines]
             total = sum(l.gib for l in lines)
             if budget is not None:
                 verdict = "fits" if total <= budget else "DOES NOT FIT"
-                rows.append(f"  {'total':<44} {total:>9.2f}  of {budget:.2f} {unit}: {verdict}")
+                rows.append(f"  {'total':<52} {total:>9.2f}  of {budget:.2f} {unit}: {verdict}")
             else:
-                rows.append(f"  {'total':<44} {total:>9.1f}  {unit}")
+                rows.append(f"  {'total':<52} {total:>9.1f}  {unit}")
             return rows
 
         out = [self.title, *self.notes, ""]
@@ -242,6 +242,9 @@ def _verl_memory(config, shape: ModelShape, n_gpus: int, nodes: int, hw: Hardwar
         (f"Adam moments, 2 x fp32 shards ({where})", 8, not config.offload),
     ]
     training, cpu = [], []
+    models = 2 if config.advantage_estimator == "gae" else 1  # PPO: the critic is a second model of the same size
+    if models == 2:
+        states = [(label.replace("shards", "shards, actor + critic"), size * 2, on_gpu) for label, size, on_gpu in states]
     if lora:
         training.append(Line("frozen base weights, bf16 shards", _gib(2 * p / n), f"2 B x {p / 1e9:.2f}e9 / {n} GPUs"))
     for label, size, on_gpu in states:
@@ -299,7 +302,7 @@ def _single_memory(config, shape: ModelShape):
     rows = config.rollout_batch_size or config.prompts_per_step * config.samples_per_prompt
     seq = config.max_prompt_length + config.max_response_length
     rollout = weights[:1] + [
-        Line("generate() KV cache, bf16", _gib(rows * seq * shape.kv_bytes_per_token),
+        Line("generate() KV cache, bf16, every row at full length", _gib(rows * seq * shape.kv_bytes_per_token),
              f"{rows} rows x {seq} tok x {shape.kv_bytes_per_token / 1024:.0f} KiB"),
         Line("next-token logits, fp32", _gib(rows * shape.vocab * 4), f"{rows} rows x V {shape.vocab} x 4 B")]
     return training, rollout
@@ -320,7 +323,7 @@ def _time(config, shape: ModelShape, n_gpus: int, hw: Hardware, engine: str, con
     peak = n_gpus * hw.tflops * 1e12 * MFU
     old_logprob = trained * seq * flops_per_token / peak
     update = trained * seq * flops_per_token * passes / peak
-    engines = n_gpus // config.rollout_tensor_parallel if engine == "verl" else 1
+    engines = max(1, n_gpus // config.rollout_tensor_parallel) if engine == "verl" else 1
     tp = config.rollout_tensor_parallel if engine == "verl" else 1
     per_engine = math.ceil(generated / engines)
     slots = max(1, min(per_engine, concurrent * (config.max_prompt_length + config.max_response_length) // seq)) \

@@ -348,7 +348,7 @@ def _gae(x: _Context):
         return ["algorithm.adv_estimator=grpo", "algorithm.norm_adv_by_std_in_grpo=true"]
     return ["algorithm.adv_estimator=gae", "algorithm.gamma=1.0", f"algorithm.lam={c.gae_lambda!r}",
             "critic.enable=true", f"critic.optim.lr={c.critic_lr!r}",
-            f"critic.optim.weight_decay={c.weight_decay!r}", f"critic.ulysses_sequence_parallel_size={c.sequence_parallel}",
+            f"critic.optim.weight_decay={c.weight_decay!r}",
             f"critic.fsdp.param_offload={_value(c.offload)}", f"critic.fsdp.optimizer_offload={_value(c.offload)}"]
 
 

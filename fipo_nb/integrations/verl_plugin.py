@@ -248,7 +248,7 @@ class TraceHook:
                 "_bucket": bucket, "step": self.step, "sample": self.rows_in_step + i, "problem_id": "",
                 "mini_batch": self.mini_batch, "loss": fipo.loss,
                 "prompt": tokenizer.decode(prompts[i].tolist(), skip_special_tokens=True), "response": "".join(pieces),
-                "answer": None, "reward": reward, "advantage": advantage,
+                "answer": "", "reward": reward, "advantage": advantage,  # the ground truth is not in the actor's data
                 "correct": None if reward is None else reward > 0,
                 "finish_reason": "length" if length >= limit > 0 else "stop",
                 "in_loss": bool(kept[i]), "token_ids": ids, "tokens": pieces,

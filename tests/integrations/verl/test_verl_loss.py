@@ -22,22 +22,22 @@ def model():
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=151936, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    config = Qwen2Config(vocab_size=1024, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
     return Qwen2ForCausalLM(config).double()  # float64: sums over micro-batches compare to ~1e-12
 
 
 def fields(seed: int, rows: int = 8, prompt: int = 6, response: int = 12) -> dict:
-    """A padded verl batch of real Qwen token ids: left-padded prompts, right-padded responses of several lengths."""
+    """A padded verl batch: left-padded prompts, right-padded responses of several lengths (ids < 1000)."""
     g = torch.Generator().manual_seed(seed)
-    pad = 151643
+    pad = 1023
     prompt_len = torch.randint(2, prompt + 1, (rows,), generator=g)
     response_len = torch.randint(3, response + 1, (rows,), generator=g)
     prompts, responses = torch.full((rows, prompt), pad), torch.full((rows, response), pad)
     mask = torch.zeros(rows, response, dtype=torch.long)
     for i in range(rows):
-        prompts[i, prompt - prompt_len[i]:] = torch.randint(0, 151000, (int(prompt_len[i]),), generator=g)
-        responses[i, : response_len[i]] = torch.randint(0, 151000, (int(response_len[i]),), generator=g)
+        prompts[i, prompt - prompt_len[i]:] = torch.randint(0, 1000, (int(prompt_len[i]),), generator=g)
+        responses[i, : response_len[i]] = torch.randint(0, 1000, (int(response_len[i]),), generator=g)
         mask[i, : response_len[i]] = 1
     attention = torch.cat([(torch.arange(prompt)[None] >= prompt - prompt_len[:, None]).long(), mask], dim=1)
     advantages = torch.randn(rows, 1, generator=g, dtype=torch.float64).expand(rows, response) * mask
