@@ -155,6 +155,7 @@ class TraceHook:
 
     def __init__(self):
         self.run_dir = None
+        self.tokenizer = None
         self.step = 1
         self.mini_batch = 0
         self.rows_in_mini = 0
@@ -239,23 +240,22 @@ class TraceHook:
             if tokenizer is None:
                 raise ValueError("fipo_nb traces need the actor's tokenizer (config.model_config.tokenizer)")
             ids = responses[i][:length].tolist()
-            pieces = token_pieces(tokenizer, ids)
-            if len(self.texts) < PHASE_SAMPLE:
-                self.texts.append("".join(pieces))
+            if len(self.texts) < PHASE_SAMPLE:  # a plain decode: phases read text, not token pieces
+                self.texts.append(tokenizer.decode(ids, skip_special_tokens=True))
             if not candidate:
                 continue
-            self.candidates.append({
-                "_bucket": bucket, "step": self.step, "sample": self.rows_in_step + i, "problem_id": "",
-                "mini_batch": self.mini_batch, "loss": fipo.loss,
-                "prompt": tokenizer.decode(prompts[i].tolist(), skip_special_tokens=True), "response": "".join(pieces),
+            self.candidates.append({  # token pieces are decoded at the end of the step, for the chosen rows only
+                "_bucket": bucket, "_prompt_ids": prompts[i].tolist(), "step": self.step,
+                "sample": self.rows_in_step + i, "problem_id": "", "mini_batch": self.mini_batch, "loss": fipo.loss,
                 "answer": "", "reward": reward, "advantage": advantage,  # the ground truth is not in the actor's data
                 "correct": None if reward is None else reward > 0,
                 "finish_reason": "length" if length >= limit > 0 else "stop",
-                "in_loss": bool(kept[i]), "token_ids": ids, "tokens": pieces,
+                "in_loss": bool(kept[i]), "token_ids": ids,
                 "log_ratio": delta[i, :length].tolist(), "ratio": torch.exp(delta[i, :length]).tolist(),
                 "future_kl": out.future_kl[i, :length].tolist(), "weight": out.weights[i, :length].tolist(),
                 "post_update_future_kl": None,
             })
+        self.tokenizer = tokenizer
 
     def finish_step(self, count: int) -> None:
         """Write the step's traces and its metrics row, then start the next step."""
@@ -266,7 +266,13 @@ class TraceHook:
         if self.candidates:
             chosen = select_rows(torch.tensor([c["mini_batch"] for c in self.candidates]),
                                  torch.tensor([c["advantage"] for c in self.candidates]), count, seed=self.step)
-            records = [{k: v for k, v in self.candidates[i].items() if k != "_bucket"} for i in chosen]
+            records = []
+            for i in chosen:
+                record = {k: v for k, v in self.candidates[i].items() if not k.startswith("_")}
+                record["tokens"] = token_pieces(self.tokenizer, record["token_ids"])
+                record["response"] = "".join(record["tokens"])
+                record["prompt"] = self.tokenizer.decode(self.candidates[i]["_prompt_ids"], skip_special_tokens=True)
+                records.append(record)
             write_step(self.run_dir, self.step, records)
         RunLog(self.run_dir).append(self.step_metrics(phases))
         self.step += 1
