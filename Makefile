@@ -37,11 +37,14 @@ $(VERL_STAMP): pyproject.toml Makefile
 
 verl-venv: $(VERL_STAMP)
 
+# `make test` builds .venv-verl too: tests/test_verl_integration.py runs the verl tests there
+test: $(VERL_STAMP)
+
 # Debian's chromium for the browser tests (apt-get, as root); nothing to do once it is there.
 system-deps:
 	bash scripts/install_system_deps.sh
 
-test: $(STAMP) $(VERL_STAMP) system-deps
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)

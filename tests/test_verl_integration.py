@@ -37,3 +37,11 @@ def test_verl_suite_passes_and_its_run_opens_in_the_views(tmp_path):
     assert "superficial planning" in phases.to_html()
     page = write_report(run).read_text()
     assert "Token influence" in page and ">Answer<" in page and "<script" not in page  # a traced written answer
+
+
+def test_make_test_builds_the_verl_venv_with_torch_pinned_first():
+    makefile = (ROOT / "Makefile").read_text()
+    assert "test: $(VERL_STAMP)" in makefile and "VERL := verl[verl-core]==0.9.1" in makefile
+    recipe = makefile[makefile.index("$(VERL_STAMP): "):makefile.index("verl-venv: $(VERL_STAMP)")]
+    torch, verl = recipe.index('install --quiet "$(TORCH)"'), recipe.index('"$(VERL)" -c $(VERL_VENV)/torch-pin.txt')
+    assert torch < verl < recipe.index("--no-deps -e .")  # CPU torch first, verl with torch pinned, then fipo_nb
