@@ -12,7 +12,11 @@ RETRY := bash scripts/retry.sh 3
 # optional extra `gym`, not installed here).
 WHEELS_ONLY := --only-binary=:all:
 
-.PHONY: setup system-deps test demo bench lock clean
+VERL_VENV := .venv-verl
+VERL_STAMP := $(VERL_VENV)/.fipo-nb-verl-installed
+VERL := verl[verl-core]==0.9.1
+
+.PHONY: setup verl-venv system-deps test demo bench lock clean
 
 setup: $(STAMP)
 
@@ -29,9 +33,29 @@ $(STAMP): pyproject.toml $(LOCK) Makefile | $(BIN)/python
 	$(RETRY) $(PIP) install --quiet $(WHEELS_ONLY) -c $(LOCK) -e ".[test,trl]"
 	touch $(STAMP)
 
-# Rewrite requirements.lock from pyproject.toml in a fresh venv (then commit it).
+# Rewrite requirements.lock and requirements-verl.lock in fresh venvs (then commit them).
 lock:
 	bash scripts/lock.sh
+	bash scripts/lock.sh verl
+
+# verl 0.9.1 pins transformers < 5.11, so it gets its own venv: the CPU torch first, then the exact versions of
+# requirements-verl.lock (verl[verl-core] and what the verl tests use; its vllm/sglang/fsdp extras would pull
+# torch 2.11 and are not needed on a CPU), wheels only but for antlr4-python3-runtime (pure-Python sources:
+# nothing compiles), then fipo_nb without its heavy dependencies. tests/test_verl_integration.py runs
+# tests/integrations/verl there.
+VERL_WHEELS_ONLY := --only-binary=:all: --no-binary=antlr4-python3-runtime
+$(VERL_STAMP): pyproject.toml requirements-verl.lock Makefile
+	test -x $(VERL_VENV)/bin/python || $(PYTHON) -m venv $(VERL_VENV)
+	echo "$(TORCH)" > $(VERL_VENV)/torch-pin.txt
+	$(RETRY) $(VERL_VENV)/bin/python -m pip install --quiet "$(TORCH)"
+	$(RETRY) $(VERL_VENV)/bin/python -m pip install --quiet $(VERL_WHEELS_ONLY) -r requirements-verl.lock -c $(VERL_VENV)/torch-pin.txt
+	$(RETRY) $(VERL_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	touch $(VERL_STAMP)
+
+verl-venv: $(VERL_STAMP)
+
+# `make test` builds .venv-verl too: tests/test_verl_integration.py runs the verl tests there
+test: $(VERL_STAMP)
 
 # Debian's chromium for the browser tests (apt-get, as root); nothing to do once it is there.
 system-deps:
@@ -49,4 +73,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/train_step.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VERL_VENV) .pytest_cache .hypothesis

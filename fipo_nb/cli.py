@@ -1,4 +1,4 @@
-"""The `fipo-nb` command: train, demo, presets, report, config."""
+"""The `fipo-nb` command: train, demo, presets, report, config, launch, plan."""
 
 from __future__ import annotations
 
@@ -125,6 +125,38 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_launch(args: argparse.Namespace) -> int:
+    from .integrations.verl import LaunchError, launch, write_launch
+
+    config = _resolve(args.preset, args.set, None, args.out)
+    try:
+        job = launch(config, nodes=args.nodes, gpus_per_node=args.gpus_per_node, out=args.out, extra=args.verl)
+    except LaunchError as err:
+        raise CLIError(str(err)) from err
+    if args.print_overrides:
+        print("\n".join(job.overrides))
+        for note in job.notes:
+            print(f"# not used under verl: {note}", file=sys.stderr)
+        if job.conversions and args.out is None:
+            print("# --out DIR also writes the converted data files named above", file=sys.stderr)
+    if args.out is not None or not args.print_overrides:
+        paths = _checked(write_launch, job, args.argv)
+        plan = job.plan()
+        print(f"{'fits' if plan.fits else 'DOES NOT FIT'}: see {job.out / 'plan.txt'}", file=sys.stderr)
+        for path in paths:
+            print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from .plan import plan
+
+    config = _resolve(args.preset, args.set, None, None)
+    print(_checked(plan, config, args.nodes, args.gpus_per_node, args.gpu_memory, engine=args.engine,
+                   mean_response=args.mean_response))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fipo-nb", description="FIPO training toolkit")
     parser.add_argument("--version", action="version", version=f"fipo_nb {__version__}")
@@ -159,6 +191,29 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="output file (default RUN_DIR/report.html)")
     report.set_defaults(func=_cmd_report)
 
+    launch = commands.add_parser("launch", help="write a launch of a preset for a distributed engine")
+    engines = launch.add_subparsers(dest="engine", required=True)
+    verl = engines.add_parser("verl", help="verl 0.9.1 Hydra overrides, launch.sh and the memory plan")
+    verl.add_argument("--preset", required=True, help="see `fipo-nb presets`")
+    verl.add_argument("--nodes", type=int, help="nodes (default: 16 for the paper presets, else 1)")
+    verl.add_argument("--gpus-per-node", type=int, help="GPUs per node (default: 8 for the paper presets, else 1)")
+    verl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig setting")
+    verl.add_argument("--verl", action="append", default=[], metavar="KEY=VALUE",
+                      help="a raw verl Hydra override, appended last (repeatable)")
+    verl.add_argument("--out", help="write OUT/launch.sh, overrides.txt, plan.txt (default: the preset's output_dir)")
+    verl.add_argument("--print-overrides", action="store_true", help="print one override per line")
+    verl.set_defaults(func=_cmd_launch)
+
+    plan = commands.add_parser("plan", help="per-GPU memory and step time of a preset on a cluster")
+    plan.add_argument("--preset", required=True)
+    plan.add_argument("--nodes", type=int, default=1)
+    plan.add_argument("--gpus-per-node", type=int, default=1)
+    plan.add_argument("--gpu-memory", type=float, default=80.0, metavar="GIB", help="memory of one GPU in GiB")
+    plan.add_argument("--engine", choices=["verl", "fipo_nb"], help="default: fipo_nb for single-device presets")
+    plan.add_argument("--mean-response", type=int, help="mean response tokens for the step time (default: max / 2)")
+    plan.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    plan.set_defaults(func=_cmd_plan)
+
     config = commands.add_parser("config", help="print the default (official FIPO 32B) algorithm config as JSON")
     config.add_argument("--loss", default="fipo", choices=["fipo", "dapo", "grpo"])
     config.set_defaults(func=_cmd_config)
@@ -167,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
     except CLIError as err:  # bad preset, --set key or value, data file: one clear line, no traceback

@@ -143,7 +143,8 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     """Recompute activations in backward: less memory, ~30% more time. Paused while sampling."""
     strategy: str = "single"
-    """"single" process. "fsdp2" / "verl" are the scale-out paths (not in this release)."""
+    """"single": fipo_nb's own trainer, one process. "verl" / "fsdp2": the scale-out path, run by verl
+    (`fipo-nb launch verl`; "fsdp2" picks verl's FSDP2 engine, "verl" its default FSDP)."""
 
     data: str = "single-digit"
     """Prompts: a .parquet/.jsonl/.json/.csv file (DAPO-Math-17k or problem/answer rows), the built-in
@@ -246,6 +247,22 @@ class TrainConfig:
     save_every: int = 0
     """Checkpoint after every N-th step and at the end of train(); 0: only at the end; -1: never."""
 
+    advantage_estimator: str = "grpo"
+    """"grpo": rewards normalised within each prompt's group (FIPO, DAPO, GRPO). "gae": PPO's generalised
+    advantage estimation with a learned value model (a critic); only `fipo-nb launch verl` runs it."""
+    gae_lambda: float = 1.0
+    """GAE's lambda when advantage_estimator="gae" (gamma is 1: one reward, at the end of the response)."""
+    critic_lr: float = 1e-5
+    """The critic's learning rate when advantage_estimator="gae"."""
+    rollout_tensor_parallel: int = 1
+    """Scale-out (verl): GPUs per vLLM engine, i.e. its tensor parallelism (official 32B: 4)."""
+    rollout_gpu_memory: float = 0.8
+    """Scale-out (verl): share of each GPU's memory vLLM takes for weights and KV cache (official: 0.8)."""
+    sequence_parallel: int = 1
+    """Scale-out (verl): Ulysses sequence-parallel degree of the training passes (official 32B: 8)."""
+    offload: bool = False
+    """Scale-out (verl): FSDP keeps parameters, gradients and optimizer states in CPU memory (official 32B: on)."""
+
     fipo: FIPOConfig = field(default_factory=FIPOConfig)
     """The algorithm: loss ("fipo" | "dapo" | "grpo"), clips, Future-KL decay, weight clipping."""
 
@@ -262,15 +279,18 @@ class TrainConfig:
         "top_k": (0, False), "seed": (0, False), "overlong_buffer": (0, False), "trace_samples": (0, False),
         "eval_every": (0, False), "save_every": (-1, False), "data_limit": (1, True), "rollout_batch_size": (1, True),
         "gen_prompts_per_batch": (1, True), "eval_limit": (1, True),
+        "rollout_tensor_parallel": (1, False), "sequence_parallel": (1, False),
     }
     # field -> (lowest allowed, lowest excluded?) for the real-valued fields
     _NUMBERS = {
         "lr": (0.0, True), "weight_decay": (0.0, False), "grad_clip": (0.0, False), "temperature": (0.0, False),
         "eval_temperature": (0.0, False), "reward_correct": (None, False), "reward_incorrect": (None, False),
         "overlong_penalty": (None, False), "top_p": (0.0, True), "eval_top_p": (0.0, True),
+        "gae_lambda": (0.0, False), "critic_lr": (0.0, True), "rollout_gpu_memory": (0.0, True),
     }
     _CHOICES = {"mode": ADAPTER_MODES, "strategy": STRATEGIES, "lr_schedule": LR_SCHEDULES,
-                "filter_metric": ("accuracy", "reward"), "answer_mode": ANSWER_MODES, "reward_errors": REWARD_ERRORS}
+                "filter_metric": ("accuracy", "reward"), "answer_mode": ANSWER_MODES, "reward_errors": REWARD_ERRORS,
+                "advantage_estimator": ("grpo", "gae")}
 
     def validate(self) -> "TrainConfig":
         """Raise ValueError naming the first bad field and what it allows; return self."""
@@ -286,7 +306,9 @@ class TrainConfig:
             if not _is_number(value) or (lowest is not None and (value <= lowest if strict else value < lowest)):
                 bound = "" if lowest is None else f" {'>' if strict else '>='} {lowest:g}"
                 raise ValueError(f"TrainConfig.{name} must be a finite number{bound}; got {value!r}")
-        for name in ("top_p", "eval_top_p"):
+        if self.gae_lambda > 1:
+            raise ValueError(f"TrainConfig.gae_lambda must be in [0, 1]; got {self.gae_lambda!r}")
+        for name in ("top_p", "eval_top_p", "rollout_gpu_memory"):
             if getattr(self, name) > 1:
                 raise ValueError(f"TrainConfig.{name} must be in (0, 1]; got {getattr(self, name)!r}")
         for name, allowed in self._CHOICES.items():

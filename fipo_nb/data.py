@@ -33,7 +33,7 @@ from urllib.parse import unquote
 
 __all__ = [
     "DAPO_INSTRUCTION", "DataError", "Problem", "PromptSampler", "champ_problems", "from_records",
-    "load_problems", "reasoning_gym_problems", "single_digit_problems",
+    "load_problems", "reasoning_gym_problems", "single_digit_problems", "unique_problems",
 ]
 
 DAPO_INSTRUCTION = (
@@ -382,6 +382,23 @@ def single_digit_problems(
         prompt = _chat(f"What is {a} {op} {b}?", instruction)
         problems.append(Problem(prompt, answer, f"single-digit:{index}", "single-digit", {"a": a, "b": b, "op": op}))
     return problems
+
+
+def unique_problems(problems) -> list:
+    """`problems` without repeats of the same prompt and answer, in first-seen order.
+
+    >>> from fipo_nb.data import Problem
+    >>> a, b = Problem([{"role": "user", "content": "1+1?"}], "2", "f:0"), Problem([{"role": "user", "content": "2+2?"}], "4", "f:1")
+    >>> [p.id for p in unique_problems([a, b, Problem(a.prompt, "2", "f:2")])]
+    ['f:0', 'f:1']
+    """
+    seen, out = set(), []
+    for problem in problems:
+        key = (json.dumps(problem.prompt, sort_keys=True), str(problem.answer))
+        if key not in seen:
+            seen.add(key)
+            out.append(problem)
+    return out
 
 
 class PromptSampler:

@@ -10,11 +10,11 @@ samples each row once), so k = 32 on it would cost 32x and compute pass@k over d
 
 from __future__ import annotations
 
-import json
 import warnings
 
 import torch
 
+from .data import unique_problems
 from .rewards import score_responses
 from .rollout import decode_responses, generate
 
@@ -27,23 +27,6 @@ def length_metrics(lengths: torch.Tensor, prefix: str = "length") -> dict[str, f
         f"{prefix}/mean": values.mean().item(), f"{prefix}/median": median, f"{prefix}/q25": q25,
         f"{prefix}/q75": q75, f"{prefix}/min": values.min().item(), f"{prefix}/max": values.max().item(),
     }
-
-
-def unique_problems(problems) -> list:
-    """`problems` without repeats of the same prompt and answer, in first-seen order.
-
-    >>> from fipo_nb.data import Problem
-    >>> a, b = Problem([{"role": "user", "content": "1+1?"}], "2", "f:0"), Problem([{"role": "user", "content": "2+2?"}], "4", "f:1")
-    >>> [p.id for p in unique_problems([a, b, Problem(a.prompt, "2", "f:2")])]
-    ['f:0', 'f:1']
-    """
-    seen, out = set(), []
-    for problem in problems:
-        key = (json.dumps(problem.prompt, sort_keys=True), str(problem.answer))
-        if key not in seen:
-            seen.add(key)
-            out.append(problem)
-    return out
 
 
 def evaluate(
@@ -64,9 +47,10 @@ def evaluate(
     """Sample k responses per problem and score them; returns "eval/..." metrics.
 
     reward_errors / error_reward: what a failing reward function does, as TrainConfig.reward_errors
-    ("incorrect" counts the failures in eval/reward_errors). Repeated problems are sampled once (`unique_problems`; `eval/duplicates` counts the rows
-    left out). Runs under its own RNG seed, restoring the caller's afterwards, so evaluating in
-    the middle of training does not change what training samples next.
+    ("incorrect" counts the failures in eval/reward_errors). Repeated problems are sampled once
+    (`unique_problems`; `eval/duplicates` counts the rows left out). Runs under its own RNG seed,
+    restoring the caller's afterwards, so evaluating in the middle of training does not change
+    what training samples next.
     """
     if not problems:
         raise ValueError("evaluate: no problems")

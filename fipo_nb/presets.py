@@ -28,6 +28,7 @@ _OFFICIAL_32B = dict(
     dtype="bfloat16", steps=1000, dynamic_sampling=True, gen_prompts_per_batch=2048, max_num_gen_batches=10,
     filter_metric="accuracy", overlong_buffer=4096, overlong_penalty=1.0, eval_data="aime-2024.parquet",
     eval_every=5, eval_k=32, eval_limit=None, eval_temperature=1.0, eval_top_p=0.7, save_every=10,
+    rollout_tensor_parallel=4, rollout_gpu_memory=0.8, sequence_parallel=8, offload=True,  # 16 nodes x 8 GPUs
 )
 
 _QLORA_GPU = dict(  # single-GPU QLoRA on Qwen2.5-Instruct; each preset changes what its size needs
@@ -89,6 +90,15 @@ PRESETS: dict[str, Preset] = {
             "the official DAPO baseline of the same repo: 16 updates per rollout; needs the scale-out path",
             dict(_OFFICIAL_32B, mini_batch_size=32, gen_prompts_per_batch=1536, fipo=dict(loss="dapo"),
                  output_dir="runs/paper-dapo-32b"),
+        ),
+        Preset(
+            "paper-ppo-32b",
+            "PPO with a value model (GAE, a critic) on the same 32B setup and reward: the prior method FIPO is set "
+            "against; verl only",
+            # symmetric clip 0.2 and no group filtering: the critic's advantages do not vanish on uniform groups
+            dict(_OFFICIAL_32B, mini_batch_size=32, dynamic_sampling=False, gen_prompts_per_batch=None,
+                 advantage_estimator="gae", gae_lambda=1.0, critic_lr=1e-5, fipo=dict(loss="dapo", clip_high=0.2),
+                 output_dir="runs/paper-ppo-32b"),
         ),
     ]
 }

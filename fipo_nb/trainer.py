@@ -38,8 +38,8 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .core import future_kl, group_advantages
-from .data import DAPO_INSTRUCTION, PromptSampler, load_problems
-from .evaluation import evaluate, length_metrics, unique_problems
+from .data import DAPO_INSTRUCTION, PromptSampler, load_problems, unique_problems
+from .evaluation import evaluate, length_metrics
 from .interrupts import SafeInterrupt
 from .logprobs import token_logprobs
 from .models import Policy, load_policy
@@ -136,9 +136,12 @@ class FIPOTrainer:
         self.config = config.validate()
         if config.strategy != "single":
             raise ValueError(
-                f"strategy {config.strategy!r} needs the scale-out path (multi-GPU FSDP2 / verl), which this "
-                "release does not have yet; `fipo-nb train --preset NAME --print-config` shows the resolved setup"
+                f"strategy {config.strategy!r} needs the scale-out path: verl runs it, "
+                "`fipo-nb launch verl --preset NAME` writes the launch and `fipo-nb plan --preset NAME` its memory plan"
             )
+        if config.advantage_estimator != "grpo":
+            raise ValueError(f"advantage_estimator {config.advantage_estimator!r} (PPO) needs a critic, which only the "
+                             "scale-out path has: `fipo-nb launch verl`")
         self.problems = list(problems) if problems is not None else load_config_problems(config, config.data,
                                                                                          config.data_limit)
         self.eval_problems = eval_problems  # data first: a bad file fails before a model is loaded

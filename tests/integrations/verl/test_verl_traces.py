@@ -1,0 +1,76 @@
+"""The trace hook inside verl's actor loss writes fipo_nb traces with real token ids, readable as any run's.
+
+The run directory is FIPO_NB_VERL_RUN_DIR when set (tests/test_verl_integration.py then opens it in the
+widgets and the report, in the main environment), else a temporary one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from fipo_nb.integrations.verl_example import train_steps
+from fipo_nb.trace import load_traces, trace_steps
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = Path(os.environ.get("FIPO_NB_VERL_RUN_DIR") or tmp_path_factory.mktemp("verl-run"))
+    metrics = train_steps(out, steps=2)
+    return out, metrics
+
+
+@pytest.mark.slow
+def test_each_step_writes_traces_with_real_token_ids(run):
+    from fipo_nb.models import qwen_tokenizer
+
+    out, _ = run
+    assert trace_steps(out) == [1, 2]
+    frame = load_traces(out)
+    assert set(frame["step"]) == {1, 2} and (frame.groupby("step").size() == 4).all()
+    tokenizer = qwen_tokenizer()
+    for _, row in frame.iterrows():
+        ids = [int(i) for i in row["token_ids"]]
+        assert "".join(row["tokens"]) == row["response"] == tokenizer.decode(ids)  # pieces join to the response
+        assert len(row["log_ratio"]) == len(row["future_kl"]) == len(row["weight"]) == len(ids) > 0
+        assert row["prompt"].startswith("user\nSolve the following math problem") and row["loss"] == "fipo"
+    first = frame[frame["mini_batch"] == 0]
+    later = frame[frame["mini_batch"] > 0]
+    assert len(first) and len(later)
+    # the 1st mini-batch is scored by the policy that sampled it: log-ratio 0 and every weight exactly 1
+    assert all((r == 0).all() and (w == 1).all() for r, w in zip(first["log_ratio"], first["weight"]))
+    assert any((w != 1).any() for w in later["weight"])  # FIPO acts from the 2nd mini-batch on
+    assert set(frame["reward"]) <= {1.0, -1.0} and frame["advantage"].abs().sum() > 0  # verl's DAPO scorer, GRPO
+
+
+@pytest.mark.slow
+def test_each_step_appends_a_metrics_row_and_the_loss_reports_verl_names(run):
+    out, metrics = run
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    for row in rows:
+        assert row["verl/rank0_sequences"] == 16 and row["policy/sequences"] == 16
+        assert 0 < row["length/min"] <= row["length/median"] <= row["length/max"] <= 16
+        assert sum(row[f"phase/{p}_frac"] for p in (1, 2, 3, 4)) == pytest.approx(1.0)
+        assert row["fipo/weight_max"] == pytest.approx(1.2) and row["fipo/weight_min"] == 1.0  # [1, 1.2], reached
+    assert rows[0]["accuracy/mean"] == pytest.approx(0.25)  # one written answer in four is right
+    assert json.loads((out / "config.json").read_text())["fipo"]["loss"] == "fipo"
+    assert metrics and all("actor/fipo/weight_mean" in m and "actor/pg_loss" in m for m in metrics)
+
+
+def test_other_ranks_write_nothing(tmp_path, monkeypatch):
+    from fipo_nb.integrations import verl_plugin
+
+    monkeypatch.setattr(verl_plugin, "_rank", lambda: 1)
+    hook = verl_plugin.TraceHook()
+
+    class Settings(verl_plugin.FIPOPolicyLossConfig):
+        pass
+
+    config = type("Actor", (), {"policy_loss": Settings(loss_mode="fipo_nb", trace_dir=str(tmp_path))})()
+    hook.observe(config, {"log_probs": torch.zeros(1)}, data=None)
+    assert not any(tmp_path.iterdir())

@@ -1,0 +1,155 @@
+"""`fipo-nb launch verl`: every TrainConfig field maps to verl overrides or is refused by name (no verl needed;
+tests/integrations/verl composes the same launches with verl's own config)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from fipo_nb.config import TrainConfig
+from fipo_nb.integrations import verl as verl_launch
+from fipo_nb.integrations.verl import FIELDS, LaunchError, launch
+from fipo_nb.presets import apply_overrides, get_preset
+
+
+def overrides(job) -> dict[str, str]:
+    pairs = [o.split("=", 1) for o in job.overrides]
+    keys = [k for k, _ in pairs]
+    assert len(keys) == len(set(keys)), "an override is set twice"
+    return dict(pairs)
+
+
+def test_every_trainconfig_field_has_a_verl_mapping():
+    assert set(FIELDS) == {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def test_a_field_without_a_mapping_is_refused_by_name(monkeypatch):
+    monkeypatch.delitem(FIELDS, "overlong_penalty")
+    with pytest.raises(LaunchError, match="TrainConfig.overlong_penalty has no verl mapping"):
+        launch(get_preset("paper-fipo-32b"))
+
+
+def test_paper_fipo_32b_carries_the_official_script(tmp_path):
+    o = overrides(launch(get_preset("paper-fipo-32b"), out=tmp_path))
+    official = {  # FIPO_REFERENCE.md, "Official hyperparameters", FIPO 32B column
+        "data.train_batch_size": "512", "actor_rollout_ref.rollout.n": "16", "data.gen_batch_size": "2048",
+        "algorithm.filter_groups.max_num_gen_batches": "10", "algorithm.filter_groups.metric": "acc",
+        "actor_rollout_ref.actor.ppo_mini_batch_size": "64", "actor_rollout_ref.actor.optim.lr": "1e-06",
+        "actor_rollout_ref.actor.optim.lr_warmup_steps": "10", "actor_rollout_ref.actor.optim.lr_scheduler_type": "constant",
+        "actor_rollout_ref.actor.optim.weight_decay": "0.1", "actor_rollout_ref.actor.grad_clip": "1.0",
+        "data.max_prompt_length": "2048", "data.max_response_length": "20480",
+        "+reward.reward_kwargs.overlong_buffer_cfg.len": "4096",
+        "+reward.reward_kwargs.overlong_buffer_cfg.penalty_factor": "1.0",
+        "actor_rollout_ref.actor.clip_ratio_low": "0.2", "actor_rollout_ref.actor.clip_ratio_high": "0.28",
+        "actor_rollout_ref.actor.clip_ratio_c": "10.0", "actor_rollout_ref.actor.use_kl_loss": "false",
+        "actor_rollout_ref.actor.entropy_coeff": "0", "+actor_rollout_ref.actor.policy_loss.decay_rate": "32.0",
+        "+actor_rollout_ref.actor.policy_loss.weight_clip": "0.2",
+        "+actor_rollout_ref.actor.policy_loss.weight_clip_high_only": "true",
+        "+actor_rollout_ref.actor.policy_loss.safety_threshold": "10.0",
+        "actor_rollout_ref.rollout.temperature": "1.0", "actor_rollout_ref.rollout.top_p": "1.0",
+        "actor_rollout_ref.rollout.val_kwargs.top_p": "0.7", "actor_rollout_ref.rollout.val_kwargs.n": "32",
+        "actor_rollout_ref.rollout.name": "vllm", "actor_rollout_ref.rollout.tensor_model_parallel_size": "4",
+        "actor_rollout_ref.rollout.gpu_memory_utilization": "0.8", "actor_rollout_ref.rollout.enable_chunked_prefill": "true",
+        "actor_rollout_ref.actor.fsdp_config.param_offload": "true",
+        "actor_rollout_ref.actor.fsdp_config.optimizer_offload": "true",
+        "actor_rollout_ref.model.enable_gradient_checkpointing": "true", "actor_rollout_ref.model.use_remove_padding": "true",
+        "actor_rollout_ref.actor.use_dynamic_bsz": "true", "actor_rollout_ref.actor.ppo_max_token_len_per_gpu": "22528",
+        "actor_rollout_ref.actor.ulysses_sequence_parallel_size": "8", "reward.reward_manager.name": "dapo",
+        "trainer.nnodes": "16", "trainer.n_gpus_per_node": "8", "actor_rollout_ref.model.path": "Qwen/Qwen2.5-32B",
+        "actor_rollout_ref.actor.policy_loss.loss_mode": "fipo_nb",
+        "actor_rollout_ref.model.external_lib": "fipo_nb.integrations.verl",
+    }
+    assert {k: o.get(k) for k in official} == official
+
+
+def test_the_baselines_run_verls_own_losses(tmp_path):
+    dapo = overrides(launch(get_preset("paper-dapo-32b"), out=tmp_path))
+    assert dapo["actor_rollout_ref.actor.policy_loss.loss_mode"] == "vanilla"
+    assert (dapo["actor_rollout_ref.actor.ppo_mini_batch_size"], dapo["data.gen_batch_size"]) == ("32", "1536")
+    ppo = overrides(launch(get_preset("paper-ppo-32b"), out=tmp_path))
+    assert ppo["algorithm.adv_estimator"] == "gae" and ppo["critic.enable"] == "true"
+    assert ppo["critic.model.path"] == "Qwen/Qwen2.5-32B" and ppo["critic.optim.lr"] == "1e-05"
+    assert ppo["actor_rollout_ref.actor.clip_ratio_high"] == "0.2" and ppo["algorithm.filter_groups.enable"] == "false"
+    grpo = overrides(launch(apply_overrides(get_preset("paper-fipo-32b"), ["fipo.loss=grpo"]), out=tmp_path))
+    assert grpo["actor_rollout_ref.actor.loss_agg_mode"] == "seq-mean-token-mean"
+    assert grpo["actor_rollout_ref.actor.clip_ratio_high"] == "0.2"
+
+
+@pytest.mark.parametrize("setting, field", [
+    ("mode=qlora", "TrainConfig.mode"), ("answer_mode=boxed", "TrainConfig.answer_mode"),
+    ("overlong_filter=true", "TrainConfig.overlong_filter"), ("reward_incorrect=0", "TrainConfig.reward_incorrect"),
+    ("trace_post_update=true", "TrainConfig.trace_post_update"), ("device=cpu", "TrainConfig.device"),
+    ("model=tiny-qwen2", "TrainConfig.model"), ("fipo.dual_clip=none", "FIPOConfig.dual_clip"),
+])
+def test_what_verl_cannot_express_is_refused_by_name(setting, field):
+    base = "paper-dapo-32b" if setting.startswith("fipo.") else "paper-fipo-32b"
+    config = apply_overrides(get_preset(base), [setting])
+    with pytest.raises(LaunchError, match=field.replace(".", r"\.")):
+        launch(config)
+
+
+def test_values_are_hydra_safe():
+    assert verl_launch._value(True) == "true" and verl_launch._value(None) == "null"
+    assert verl_launch._value("Qwen/Qwen2.5-32B") == "Qwen/Qwen2.5-32B"
+    assert verl_launch._value("a b,c") == "'a b,c'" and verl_launch._value(["q_proj", "v_proj"]) == "[q_proj,v_proj]"
+
+
+def fipo_nb(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "fipo_nb.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_cli_prints_overrides_one_per_line():
+    done = fipo_nb("launch", "verl", "--preset", "paper-fipo-32b", "--print-overrides")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "actor_rollout_ref.actor.policy_loss.loss_mode=fipo_nb" in lines and "trainer.nnodes=16" in lines
+    assert "not used under verl: logprob_chunk_size" in done.stderr
+
+
+def test_cli_writes_launch_overrides_plan_and_converted_data(tmp_path):
+    out = tmp_path / "small"
+    done = fipo_nb("launch", "verl", "--preset", "qlora-qwen2.5-0.5b", "--set", "mode=lora", "--set",
+                   "answer_mode=answer_line", "--set", "data=single-digit?size=32", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    listed = (out / "overrides.txt").read_text().splitlines()
+    script = (out / "launch.sh").read_text()
+    command = shlex.split(script.split("set -euo pipefail\n", 1)[1].replace("\\\n", " "))
+    assert command[:3] == ["python3", "-m", "verl.trainer.main_ppo"] and command[3:-1] == listed
+    assert "trainer.nnodes=1" in listed and "trainer.n_gpus_per_node=1" in listed
+    assert "verdict: fits on 1 x 1 GPUs" in (out / "plan.txt").read_text()
+    assert json.loads((out / "config.json").read_text())["mode"] == "lora"
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(out / "data" / "train.parquet").to_pylist()
+    assert len(rows) == 32 and rows[0]["reward_model"]["style"] == "rule" and "Answer:" in rows[0]["prompt"][0]["content"]
+
+
+def test_cli_names_what_it_refuses():
+    done = fipo_nb("launch", "verl", "--preset", "qlora-qwen2.5-0.5b", "--print-overrides")
+    assert done.returncode == 2 and "TrainConfig.mode" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_eval_file_that_repeats_each_problem_is_sampled_eval_k_times_per_problem(tmp_path):
+    # DAPO's aime-2024.parquet holds each problem 32 times; verl samples val_kwargs.n per row
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"data_source": "aime", "prompt": [{"role": "user", "content": f"Problem {i}. Answer: ?"}],
+             "ability": "math", "reward_model": {"ground_truth": str(i), "style": "rule"}}
+            for i in range(3) for _ in range(4)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "aime.parquet")
+    job = launch(apply_overrides(get_preset("paper-fipo-32b"), [f"eval_data={tmp_path / 'aime.parquet'}"]),
+                 out=tmp_path / "out")
+    o = overrides(job)
+    assert o["data.val_files"] == str((tmp_path / "out" / "data" / "val.parquet").resolve())
+    assert o["actor_rollout_ref.rollout.val_kwargs.n"] == "32"
+    verl_launch.write_data(job)
+    written = pq.read_table(tmp_path / "out" / "data" / "val.parquet").to_pylist()
+    assert [r["reward_model"]["ground_truth"] for r in written] == ["0", "1", "2"]
+    # a file that is not here cannot be checked: the launch says so
+    assert any("aime-2024.parquet is not here" in n for n in launch(get_preset("paper-fipo-32b")).notes)
