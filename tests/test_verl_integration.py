@@ -22,7 +22,9 @@ def test_verl_suite_passes_and_its_run_opens_in_the_views(tmp_path):
         pytest.skip(message)
     run = tmp_path / "verl-run"
     env = {**os.environ, "FIPO_NB_VERL_RUN_DIR": str(run), "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([str(VERL_PYTHON), "-m", "pytest", "tests/integrations/verl", "-q", "-p", "no:cacheprovider",
+    # tests/test_rewards_dapo.py too: there its differential check against verl's own math_dapo scorer runs
+    done = subprocess.run([str(VERL_PYTHON), "-m", "pytest", "tests/integrations/verl", "tests/test_rewards_dapo.py",
+                           "-q", "-p", "no:cacheprovider",
                            "-W", "ignore::UserWarning"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=1200)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
