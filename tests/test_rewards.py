@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import doctest
 import math
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -146,11 +145,14 @@ def test_garbage_never_raises_and_does_not_match(predicted):
         "1+\\frac{1}{" * 20 + "2" + "}" * 20,
     ],
 )
-def test_costly_answers_are_refused_instead_of_hanging(costly):
-    # unguarded, math-verify runs for minutes to hours on these (it has no timeout here)
-    start = time.perf_counter()
+@pytest.mark.timeout(300)  # a hang guard, not a speed claim: refused inputs take milliseconds
+def test_costly_answers_are_refused_instead_of_hanging(costly, monkeypatch):
+    # unguarded, math-verify runs for minutes to hours on these (it has no timeout here): they are
+    # refused by their size or depth before verify ever sees them
+    compared = []
+    monkeypatch.setattr(fipo_nb.rewards, "verify", lambda *args, **kwargs: compared.append(args) or False)
     assert not answers_match(costly, "3")
-    assert time.perf_counter() - start < 5
+    assert compared == []
 
 
 def test_big_but_reasonable_answers_are_still_checked():

@@ -83,7 +83,7 @@ def test_a_step_writes_traces_that_load_back(tmp_path):
         load_traces(tmp_path, steps=9)
 
 
-def test_reading_one_16k_token_record_is_fast(tmp_path):
+def test_one_16k_token_record_reads_back_whole(tmp_path):
     n = 16384
     rng = np.random.default_rng(0)
     record = {
@@ -98,6 +98,6 @@ def test_reading_one_16k_token_record_is_fast(tmp_path):
     start = time.perf_counter()
     frame = load_traces(tmp_path, steps=1)
     elapsed = time.perf_counter() - start
-    print(f"read one {n}-token trace record in {elapsed * 1e3:.1f} ms")
+    print(f"read one {n}-token trace record in {elapsed * 1e3:.1f} ms")  # a few ms here; not asserted (no timing bounds)
     assert len(frame.iloc[0]["weight"]) == n
-    assert elapsed < 1.0
+    assert frame.iloc[0]["weight"] == pytest.approx(record["weight"], rel=1e-6)
