@@ -73,7 +73,8 @@ ANSWER = re.compile(
 _NUM = r"\$?\(?-?\d"
 RESULT = re.compile(
     # "so x = 5", "therefore the total is 12", "thus 2x = 8"
-    rf"\b(?:so|thus|therefore|hence)\b,?\s+(?:[^\s.,;:!?]+\s+){{0,6}}?(?:[=≈]|is|are|equals?|gives?|becomes?)\s*{_NUM}"
+    rf"\b(?:so|thus|therefore|hence)\b,?\s+(?:[^\s.,;:!?]+\s+){{0,6}}?"
+    rf"(?:[=≈]|is|are|equals?|gives?|becomes?)\s*{_NUM}"
     rf"|\b(?:so|thus|therefore|hence)\b,?\s+[a-z]\s*=\s*{_NUM}"
     # "we get 42", "we find that x = 3"
     r"|\bwe\s+(?:get|have|find|obtain|see\s+that)\b[^.\n;]{0,40}?\d"
@@ -87,8 +88,8 @@ RESULT = re.compile(
 COMPUTED = re.compile(r"[=≈]\s*\$?\(?-?\d")  # a computed value: "= 54" ends an intermediate result
 VERIFY = re.compile(
     r"\b(?:double[- ]?check\w*|re-?check\w*|verif(?:y|ying|ied|ication)|sanity[- ]check\w*|cross[- ]check\w*)\b"
-    r"|\blet(?:'s| me| us)\s+(?:also\s+|now\s+|quickly\s+)?(?:verify|check|confirm|make\s+sure|re-?compute|re-?calculate|re-?derive|re-?do|"
-    r"go\s+back|look\s+again|see\s+if|see\s+whether|test)\b(?!\s+(?:how|what|which|the\s+next)\b)"
+    r"|\blet(?:'s| me| us)\s+(?:also\s+|now\s+|quickly\s+)?"
+    r"(?:verify|check|confirm|make\s+sure|re-?compute|re-?calculate|re-?derive|re-?do|go\s+back|look\s+again|see\s+if|see\s+whether|test)\b(?!\s+(?:how|what|which|the\s+next)\b)"
     r"|\b(?:substitut\w*|plug\w*)\b[^.\n]{0,40}?\bback\b"
     r"|\b(?:another|a\s+different|an\s+alternative|a\s+second|one\s+more)\s+(?:way|method|approach)\b"
     r"|\balternatively\b"
@@ -110,7 +111,8 @@ PLANNING = re.compile(
 )
 # a sentence that turns to new work: it ends a verification pass
 NEW_WORK = re.compile(
-    r"\W*(?:next\b|moving\s+on\b|now\s*,?\s*(?:we|let's|let\s+us|I)\s+(?:need|have|move|turn|find|compute|calculate|solve)\b"
+    r"\W*(?:next\b|moving\s+on\b"
+    r"|now\s*,?\s*(?:we|let's|let\s+us|I)\s+(?:need|have|move|turn|find|compute|calculate|solve)\b"
     r"|for\s+the\s+(?:next|second|third|other|last|remaining)\s+(?:part|question|step)\b)",
     re.IGNORECASE,
 )

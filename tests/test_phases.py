@@ -253,7 +253,8 @@ def test_segments_of_empty_text():
 
 
 def test_token_spans_give_each_token_the_segment_of_its_first_visible_character():
-    pieces = ["3", " +", " 4", " =", " 7", ".", " Wait", ",", " 7", " -", " 4", " =", " 3", ".", "\n", "Answer", ":", " 7"]
+    pieces = ["3", " +", " 4", " =", " 7", ".", " Wait", ",", " 7", " -", " 4", " =", " 3", ".", "\n",
+              "Answer", ":", " 7"]
     spans = token_spans(pieces)
     assert [(s.kind, s.start, s.end) for s in spans] == [
         ("working", 0, 6), ("verification", 6, 15), ("answer", 15, 18)]
