@@ -89,7 +89,8 @@ COMPUTED = re.compile(r"[=≈]\s*\$?\(?-?\d")  # a computed value: "= 54" ends a
 VERIFY = re.compile(
     r"\b(?:double[- ]?check\w*|re-?check\w*|verif(?:y|ying|ied|ication)|sanity[- ]check\w*|cross[- ]check\w*)\b"
     r"|\blet(?:'s| me| us)\s+(?:also\s+|now\s+|quickly\s+)?"
-    r"(?:verify|check|confirm|make\s+sure|re-?compute|re-?calculate|re-?derive|re-?do|go\s+back|look\s+again|see\s+if|see\s+whether|test)\b(?!\s+(?:how|what|which|the\s+next)\b)"
+    r"(?:verify|check|confirm|make\s+sure|re-?compute|re-?calculate|re-?derive|re-?do|go\s+back|look\s+again"
+    r"|see\s+if|see\s+whether|test)\b(?!\s+(?:how|what|which|the\s+next)\b)"
     r"|\b(?:substitut\w*|plug\w*)\b[^.\n]{0,40}?\bback\b"
     r"|\b(?:another|a\s+different|an\s+alternative|a\s+second|one\s+more)\s+(?:way|method|approach)\b"
     r"|\balternatively\b"
