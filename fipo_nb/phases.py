@@ -213,8 +213,8 @@ def _analyse(text: str) -> _Analysis:
         seen_work |= work
         planning = not work and (not seen_work or bool(PLANNING.search(piece)))
         kinds[start:end] = bytes([_CODE["planning" if planning else "working"]]) * (end - start)
-    for m in results:  # a stated result runs to the end of its sentence
-        unit_start, unit_end = unit_of(m.start())
+    concluding = {unit_of(m.start()): m for m in results}  # the last result stated in each sentence
+    for (unit_start, unit_end), m in concluding.items():  # runs from its clause to the end of the sentence
         begin = _clause_start(text, unit_start, m.start())
         kinds[begin:unit_end] = bytes([_CODE["result"]]) * (unit_end - begin)
 

@@ -56,9 +56,15 @@ function renderPhaseView({ model, el }) {
       const features = Object.entries(example.features).map(([k, v]) => `${k} ${v}`).join(" · ");
       block.append(fipoElement("div", "fipo-head", fipoHeader(example.record)), fipoElement("div", "fipo-head", features));
       const legend = fipoElement("div", "fipo-legend");
+      const segmentLegend = fipoElement("div", "fipo-seg-legend");
       const box = fipoElement("div", "fipo-text");
-      block.append(legend, box);
+      const bands = fipoElement("div", "fipo-bands");
+      const table = fipoElement("div", "fipo-seg-summary");
+      block.append(legend, segmentLegend, box, bands, table);
+      fipoSegmentLegend(segmentLegend);
       const spans = fipoRenderTokens(box, example.record);
+      fipoSegmentBands(bands, example.record, spans, box);
+      fipoSegmentTable(table, example.record);
       fipoLegend(legend, metric, fipoRecolour(spans, example.record, metric, gamma), gamma);
       fipoAttachTooltip(box, tip, () => model.get("examples")[index].record);
       return block;

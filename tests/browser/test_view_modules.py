@@ -84,11 +84,54 @@ def test_token_view_recolours_moves_steps_and_shows_tooltips(page, static_server
     assert page.locator(".fipo-step-label").inner_text().strip() == "1"
     assert spans.count() == len(per_step[0]["tokens"])
     assert page.locator(".fipo-metric").input_value() == "post_update_future_kl"  # the choice survives
-    # hover: one tooltip with the token's text, index and metrics
+    # hover: one tooltip with the token's text, index, segment and metrics
     spans.nth(2).hover()
     tip = page.locator(".fipo-tip")
     assert tip.is_visible() and tip.inner_text().startswith("#2 ") and "weight" in tip.inner_text()
+    assert "\nsegment " in tip.inner_text()
     page.screenshot(path=str(artifacts / "token_view_module.png"))
+
+
+def test_token_view_shows_segment_bands_a_legend_and_the_summary(page, static_server, artifacts):
+    from fipo_nb.models import qwen_tokenizer
+    from fipo_nb.trace import token_pieces
+
+    text = ("The rectangle is 6 by 9, so its area is 6 * 9 = 54.\nLet me verify: 9 * 6 = 54 and 54 / 9 = 6.\n"
+            "Wait, also 6 + 6 + 9 + 9 = 30 is the perimeter, not the area.\nAnswer: 54")
+    tok = qwen_tokenizer("qwen2.5")
+    pieces = token_pieces(tok, tok.encode(text, add_special_tokens=False))
+    n = len(pieces)
+    record = {"step": 4, "sample": 0, "mini_batch": 1, "reward": 1.0, "advantage": 0.8, "finish_reason": "stop",
+              "tokens": pieces, "metrics": {"weight": [1 + 0.2 * i / n for i in range(n)],
+                                            "future_kl": [0.002 * i for i in range(n)]}}
+    widget = TokenView([record])
+    open_view(page, static_server, "token_view", widget, [widget.record])
+    legend = page.locator(".fipo-seg-legend")
+    assert legend.is_visible()
+    assert [t for t in ("planning", "working", "result", "verification", "answer") if t in legend.inner_text()] == \
+        ["planning", "working", "result", "verification", "answer"]
+    blocks = page.locator(".fipo-bands .fipo-band-seg")
+    assert blocks.count() == len(widget.record["segments"]) >= 4
+    for i in range(blocks.count()):  # every block is drawn, with a width, on its kind's track
+        box = blocks.nth(i).bounding_box()
+        assert box is not None and box["width"] >= 1 and box["height"] >= 4
+    kinds = page.locator(".fipo-band").evaluate_all(
+        "rows => rows.map(r => [r.dataset.kind, r.querySelectorAll('.fipo-band-seg').length])")
+    counted = {k: c for k, c in kinds}
+    assert counted["verification"] == 2 and counted["answer"] == 1 and counted["result"] == 1
+    # the band under a token has its segment's colour; tokens of the cue have the thicker one
+    bands = page.locator(".fipo-text .fipo-tok").evaluate_all("s => s.map(x => getComputedStyle(x).boxShadow)")
+    first_verification = next(s for s in widget.record["segments"] if s["kind"] == "verification")
+    assert "255, 127, 0" in bands[first_verification["start"]] and "-5px" in bands[first_verification["start"]]
+    assert "77, 175, 74" in bands[0] or "152, 78, 163" in bands[0]  # working (green) or result (purple)
+    # the per-response summary: one row per kind present and the cue row
+    rows = page.locator(".fipo-seg-table tr")
+    assert rows.count() == 1 + len(widget.record["segment_summary"])
+    assert "verification cue" in page.locator(".fipo-seg-table").inner_text()
+    # the tooltip names the token's segment
+    page.locator(".fipo-text .fipo-tok").nth(first_verification["start"]).hover()
+    assert "segment verification (opens the move)" in page.locator(".fipo-tip").inner_text()
+    page.screenshot(path=str(artifacts / "token_view_segments.png"))
 
 
 def test_a_16k_token_response_renders_and_recolours_quickly(page, static_server):
