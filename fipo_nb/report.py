@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from .runlog import read_jsonl
+from .segment_metrics import panel_keys
 
 PANELS = [
     ("Reward and accuracy", ["reward/mean", "accuracy/mean"]),
@@ -28,6 +29,9 @@ PANELS = [
     ("Approximate KL (old || new)", ["policy/approx_kl"]),
     ("Gradient norm", ["grad_norm"]),
     ("Time per step (s)", ["time/generate_s", "time/logprob_s", "time/update_s", "time/step_s"]),
+    ("Share of tokens per reasoning segment", panel_keys("token_frac")[:5]),
+    ("Mean influence weight per segment", panel_keys("weight_mean")),
+    ("Mean Future-KL per segment", panel_keys("future_kl_mean")),
 ]
 
 TABLE_KEYS = ["step", "reward/mean", "accuracy/mean", "length/mean", "fipo/weight_mean", "fipo/weight_max",

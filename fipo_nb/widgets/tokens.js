@@ -5,6 +5,9 @@ const FIPO_NEUTRAL = { weight: 1, ratio: 1 };
 // one colour per reasoning-segment kind (records.py has the same), away from the metric's red and blue
 const FIPO_SEGMENT_COLOURS = { planning: "#9e9e9e", working: "#4daf4a", result: "#984ea3", verification: "#ff7f00", answer: "#1a1a1a" };
 const FIPO_SEGMENT_CUE = "verification cue";
+// per-step segment groups (fipo_nb.segment_metrics): the kinds, the cue tokens and the rest, dashed
+const FIPO_SEGMENT_GROUPS = [...Object.entries(FIPO_SEGMENT_COLOURS).map(([name, colour]) => ({ name, colour, dashed: false })),
+  { name: "verify_open", colour: "#ff7f00", dashed: true }, { name: "rest", colour: "#555555", dashed: true }];
 const FIPO_POSITIVE = [214, 39, 40];
 const FIPO_NEGATIVE = [31, 119, 180];
 

@@ -166,8 +166,12 @@ def test_phase_view_charts_pick_a_step_and_show_examples(page, static_server, sm
         widget.selected_step = step
         examples[step] = widget.examples
     open_view(page, static_server, "phase_view", widget, examples)
-    assert page.locator("svg.fipo-chart").count() == 3
+    assert page.locator("svg.fipo-chart").count() == 6  # lengths, phases, accuracy; segment share, weight, Future-KL
     assert page.locator(".fipo-example h4").count() == 4
+    shares = page.locator("svg.fipo-chart").filter(has_text="share of tokens per segment")
+    assert shares.locator("rect[fill='#9e9e9e']").count() == 3  # planning: one bar per step (random text)
+    assert page.locator("svg.fipo-chart").filter(has_text="mean Future-KL per segment").locator("polyline").count() >= 2
+    assert page.locator(".fipo-example .fipo-seg-legend").count() == len([e for e in examples[3] if e["record"]])
     page.locator("svg.fipo-chart .fipo-hit").first.click(position={"x": 2, "y": 20})  # the left edge: step 1
     assert page.evaluate("window.model.get('selected_step')") == 1
     assert page.locator(".fipo-step").input_value() == "1"
@@ -182,11 +186,18 @@ def test_dashboard_redraws_in_place(page, static_server, smoke_run):
     widget = Dashboard()
     widget.update(rows[0])
     open_view(page, static_server, "dashboard", widget, [])
-    assert page.locator("svg.fipo-chart").count() == 5
+    assert page.locator("svg.fipo-chart").count() == 7
     assert page.locator(".fipo-head").inner_text().startswith("step 1 ")
     later = [Dashboard._pick(r) for r in rows]
     page.evaluate("(rows) => window.model.set('history', rows)", later)
-    assert page.locator("svg.fipo-chart").count() == 5  # the same charts, redrawn
+    assert page.locator("svg.fipo-chart").count() == 7  # the same charts, redrawn
     assert page.locator(".fipo-head").inner_text().startswith("step 3 ")
     points = page.locator("svg.fipo-chart polyline").first.get_attribute("points")
     assert len(points.split()) == 3
+    # the per-segment weight chart: a line for every segment group that has tokens in the loss
+    weights = page.locator("svg.fipo-chart").filter(has_text="mean weight per segment")
+    drawn = [k for k in ("planning", "working", "result", "verification", "answer", "verify_open", "rest")
+             if any(f"segment/{k}/weight_mean" in r for r in rows)]
+    assert drawn and weights.locator("polyline").count() == len(drawn)
+    names = weights.locator("text").all_text_contents()
+    assert "verify_open" in names and "rest" in names
