@@ -209,23 +209,21 @@ def load(out) -> Comparison:
 
 
 def _figure_png(comparison: Comparison, title: str, key: str, source: str = "metrics") -> str | None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
+    from matplotlib.figure import Figure  # no pyplot: a notebook's own backend stays as it is
+    from matplotlib.ticker import MaxNLocator
 
     data = comparison.evals if source == "eval" else comparison.metrics
     lines = {loss: [(r["step"], r[key]) for r in data[loss] if r.get(key) is not None] for loss in comparison.losses}
     if not any(lines.values()):
         return None
-    fig, ax = plt.subplots(figsize=(3.6, 2.4))
+    fig = Figure(figsize=(3.6, 2.4))
+    ax = fig.subplots()
     for loss, points in lines.items():
         if points:
             xs, ys = zip(*points)
             colour, style, marker = LINE_STYLES[loss]
             ax.plot(xs, ys, marker=marker, ms=3, lw=1.5, color=colour, ls=style, label=loss.upper())
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("step", fontsize=8)
     ax.tick_params(labelsize=7)
@@ -234,7 +232,6 @@ def _figure_png(comparison: Comparison, title: str, key: str, source: str = "met
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

@@ -96,7 +96,7 @@ VERIFY = re.compile(
     r"|\balternatively\b"
     r"|\b(?:wait|hold\s+on)\b\s*[,.!:]"
     r"|\bsolv\w*\s+(?:it\s+|this\s+)?again\b|\bfrom\s+scratch\b|\bonce\s+more\b"
-    r"|^[ \t*#>-]*check\s*[:：]"
+    r"|^[ \t*#>-]*check\s*[:：]|\bcheck(?:ing)?\s+(?:your|my|our|the|this|that)\s+(?:result|answer|work|calculation|solution)s?\b"
     r"|\bis\s+(?:this|that|it)\s+(?:right|correct)\b",
     re.IGNORECASE | re.MULTILINE,
 )

@@ -48,14 +48,12 @@ def read_metrics(run_dir) -> list[dict]:
 
 def metric_figure_png(rows: list[dict], panels=PANELS) -> str:
     """Curves of `panels` ([(title, [metric keys])]) over steps, as a base64 PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: a notebook's own backend stays as it is
 
     steps = [r["step"] for r in rows]
     n_rows = (len(panels) + 1) // 2
-    fig, axes = plt.subplots(n_rows, 2, figsize=(11, 2.6 * n_rows), squeeze=False)
+    fig = Figure(figsize=(11, 2.6 * n_rows))
+    axes = fig.subplots(n_rows, 2, squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     for ax, (title, keys) in zip(axes.flat, panels):
@@ -70,7 +68,6 @@ def metric_figure_png(rows: list[dict], panels=PANELS) -> str:
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

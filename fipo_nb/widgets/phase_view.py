@@ -55,13 +55,11 @@ def phase_examples(records: list[dict], step: int) -> list[dict]:
 
 
 def phase_figure_png(data: list[dict], selected: int | None = None) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: a notebook's own backend stays as it is
 
     steps = [d["step"] for d in data]
-    fig, grid = plt.subplots(2, 3, figsize=(12, 6))
+    fig = Figure(figsize=(12, 6))
+    grid = fig.subplots(2, 3)
     axes = grid[0]
     for key in LENGTH_KEYS:
         axes[0].plot(steps, [d["length"][key] for d in data], label=key, lw=2 if key in ("median", "mean") else 1)
@@ -82,7 +80,6 @@ def phase_figure_png(data: list[dict], selected: int | None = None) -> str:
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
