@@ -223,6 +223,8 @@ def _figure_png(comparison: Comparison, title: str, key: str, source: str = "met
             xs, ys = zip(*points)
             colour, style, marker = LINE_STYLES[loss]
             ax.plot(xs, ys, marker=marker, ms=3, lw=1.5, color=colour, ls=style, label=loss.upper())
+    steps = [r["step"] for rows in comparison.metrics.values() for r in rows] or [1]
+    ax.set_xlim(min(steps) - 0.3, max(steps) + 0.3)  # every figure on the same steps, evaluations included
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("step", fontsize=8)

@@ -42,7 +42,8 @@ import bisect
 import re
 from dataclasses import dataclass, field
 
-MIN_WORKING = 2  # operations before the answer below which a response is "superficial"
+MIN_WORKING = 2  # operations before the answer below which a response is "superficial" (a one-operation
+# problem, "4 + 5", solved in one line reads as phase 1 too: the rules are set for multi-step problems)
 MIN_PASS_WORKING = 2  # operations a verification pass needs to count as a re-computation
 MULTI_PASS = 2  # re-computing verification passes that make a response phase 4
 
