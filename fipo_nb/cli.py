@@ -1,4 +1,4 @@
-"""The `fipo-nb` command: train, demo, presets, report, config, launch, plan."""
+"""The `fipo-nb` command: train, demo, compare, presets, report, config, launch, plan."""
 
 from __future__ import annotations
 
@@ -118,6 +118,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _run(config, report=True, overwrite=True)
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare
+
+    comparison = _checked(compare, args.preset, args.steps, args.out, losses=args.losses, overrides=args.set,
+                          overwrite=args.overwrite)
+    print(comparison.markdown())
+    print(f"compare: {comparison.html}")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
@@ -182,6 +192,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=int, help="number of steps (default: the preset's, 5)")
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     demo.set_defaults(func=_cmd_demo)
+
+    compare = commands.add_parser("compare", help="train each loss from the same start, then OUT/compare.html")
+    compare.add_argument("--preset", required=True, help="see `fipo-nb presets`")
+    compare.add_argument("--steps", type=int, help="steps per loss (default: the preset's)")
+    compare.add_argument("--out", default="runs/compare", help="output directory: OUT/<loss>/ and OUT/compare.html")
+    compare.add_argument("--losses", default="fipo,dapo", help="comma-separated: fipo, dapo, grpo (default fipo,dapo)")
+    compare.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a setting for every loss (repeatable)")
+    compare.add_argument("--overwrite", action="store_true", help="replace an earlier comparison in OUT")
+    compare.set_defaults(func=_cmd_compare)
 
     presets = commands.add_parser("presets", help="list the presets")
     presets.set_defaults(func=_cmd_presets)

@@ -51,14 +51,17 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "demo",
-            "SmolLM2-135M-Instruct (offline), LoRA, one-digit sums: a few FIPO steps on a 2-core CPU",
+            "SmolLM2-135M-Instruct (offline), LoRA, one-digit sums worked step by step and checked: "
+            "a few FIPO steps on a 2-core CPU",
             # a 135M model neither writes "Answer:" lines nor stays coherent at temperature 1.0: the demo
-            # reads the last number and samples at 0.7, which gives ~50% accuracy and mixed groups
+            # reads the last number and samples at 0.7, which gives ~45% accuracy and mixed groups; asked to
+            # work step by step and check, it writes several steps and sometimes a check (phases 1 to 3)
             dict(model="smollm2-135m-instruct", mode="lora", lora_r=16, lora_alpha=32, device="cpu",
                  data="arithmetic?size=200&terms=2&digits=1&operators=+",
-                 instruction="{problem} Answer with the number only.", temperature=0.7,
+                 instruction="{problem}\nSolve it step by step: write each calculation, then check your result, "
+                             "and end with the final number.", temperature=0.7,
                  prompts_per_step=4, samples_per_prompt=4, mini_batch_size=2, micro_batch_size=8, lr=2e-4,
-                 lr_warmup_steps=0, weight_decay=0.0, max_prompt_length=256, max_response_length=64,
+                 lr_warmup_steps=0, weight_decay=0.0, max_prompt_length=256, max_response_length=96,
                  answer_mode="last_number", steps=5, output_dir="runs/demo", trace_post_update=True,
                  eval_data="arithmetic?size=8&seed=1234&terms=2&digits=1&operators=+",
                  eval_every=5, eval_k=4, eval_temperature=0.7, eval_top_p=1.0),

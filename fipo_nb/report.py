@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from .runlog import read_jsonl
+from .segment_metrics import panel_keys
 
 PANELS = [
     ("Reward and accuracy", ["reward/mean", "accuracy/mean"]),
@@ -28,6 +29,9 @@ PANELS = [
     ("Approximate KL (old || new)", ["policy/approx_kl"]),
     ("Gradient norm", ["grad_norm"]),
     ("Time per step (s)", ["time/generate_s", "time/logprob_s", "time/update_s", "time/step_s"]),
+    ("Share of tokens per reasoning segment", panel_keys("token_frac")[:5]),
+    ("Mean influence weight per segment", panel_keys("weight_mean")),
+    ("Mean Future-KL per segment", panel_keys("future_kl_mean")),
 ]
 
 TABLE_KEYS = ["step", "reward/mean", "accuracy/mean", "length/mean", "fipo/weight_mean", "fipo/weight_max",
@@ -44,14 +48,12 @@ def read_metrics(run_dir) -> list[dict]:
 
 def metric_figure_png(rows: list[dict], panels=PANELS) -> str:
     """Curves of `panels` ([(title, [metric keys])]) over steps, as a base64 PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: a notebook's own backend stays as it is
 
     steps = [r["step"] for r in rows]
     n_rows = (len(panels) + 1) // 2
-    fig, axes = plt.subplots(n_rows, 2, figsize=(11, 2.6 * n_rows), squeeze=False)
+    fig = Figure(figsize=(11, 2.6 * n_rows))
+    axes = fig.subplots(n_rows, 2, squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     for ax, (title, keys) in zip(axes.flat, panels):
@@ -66,7 +68,6 @@ def metric_figure_png(rows: list[dict], panels=PANELS) -> str:
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

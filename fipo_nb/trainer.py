@@ -47,6 +47,7 @@ from .rewards import MathReward
 from .rollout import Rollout, pad_token_id
 from .runlog import RunLog, format_table_header, format_table_row
 from .sampling import Batch, sample_batch
+from .segment_metrics import step_segment_metrics
 from .update import accumulate_gradient, merge_loss_metrics, micro_batch_ranges
 
 
@@ -326,6 +327,7 @@ class FIPOTrainer:
             log_ratio=pending.log_ratio, mini_batch=pending.mini_batch, in_loss=pending.in_loss,
             problems=batch.problems,
         )
+        metrics.update(step_segment_metrics(result, self.policy.tokenizer))  # weight per reasoning segment
         if config.trace_samples:
             self._write_traces(result)
         trace_s = time.perf_counter() - started

@@ -79,3 +79,24 @@ def test_bad_data_file_is_one_line_naming_it_and_nothing_is_trained(tmp_path, na
     assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("fipo-nb: error: ")
     assert message in lines[0]
     assert not (out / "metrics.jsonl").exists() and not (out / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_compare_trains_each_loss_into_its_own_run_and_writes_the_page(tmp_path):
+    out = tmp_path / "cmp"
+    done = fipo_nb("compare", "--preset", "cpu-smoke", "--steps", "1", "--out", str(out), "--losses", "fipo,grpo",
+                   "--set", "max_response_length=8", "--set", "prompts_per_step=2", "--set", "mini_batch_size=1")
+    assert done.returncode == 0, done.stderr
+    assert f"compare: {out / 'compare.html'}" in done.stdout and "| fipo | 1 |" in done.stdout
+    assert "| grpo | 1 |" in done.stdout
+    for loss in ("fipo", "grpo"):
+        assert json.loads((out / loss / "config.json").read_text())["fipo"]["loss"] == loss
+        assert (out / loss / "report.html").exists()
+    assert json.loads((out / "compare.json").read_text())["same_step1_rollouts"] is True
+    again = fipo_nb("compare", "--preset", "cpu-smoke", "--steps", "1", "--out", str(out), "--losses", "fipo,grpo")
+    assert again.returncode == 2 and "holds an earlier run" in again.stderr and "--overwrite" in again.stderr
+
+
+def test_compare_names_a_bad_loss_in_one_line(tmp_path):
+    done = fipo_nb("compare", "--preset", "cpu-smoke", "--out", str(tmp_path), "--losses", "fipo,ppo")
+    assert done.returncode == 2 and "got fipo, ppo" in done.stderr and "Traceback" not in done.stderr

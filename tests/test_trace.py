@@ -26,6 +26,26 @@ def test_token_pieces_join_to_the_exact_text(make):
         assert "".join(pieces) == tok.decode(ids)
 
 
+@pytest.mark.parametrize("name", ["qwen", "smollm2", "char"])
+def test_one_decode_pieces_equal_the_streamed_ones(name):
+    """The byte-level (Qwen, SmolLM2) and per-token (char) paths give the sliding window's pieces,
+    on text and on random ids (bytes that split characters, or are no UTF-8 at all)."""
+    from transformers import AutoTokenizer
+
+    from fipo_nb.trace import _byte_level_pieces, _streamed_pieces
+
+    tok = {"qwen": lambda: qwen_tokenizer("qwen2.5"), "char": char_tokenizer,
+           "smollm2": lambda: AutoTokenizer.from_pretrained(smollm2_checkpoint())}[name]()
+    rng = np.random.default_rng(0)
+    cases = [tok.encode(t, add_special_tokens=False) for t in TEXTS]
+    cases += [rng.integers(0, len(tok), 40).tolist() for _ in range(20)]
+    for ids in cases:
+        assert token_pieces(tok, ids) == _streamed_pieces(tok, ids)
+    for text in TEXTS:  # text takes the one-decode path: byte-level for Qwen and SmolLM2
+        byte_level, pieces = _byte_level_pieces(tok, tok.encode(text, add_special_tokens=False))
+        assert byte_level == (name != "char") and (pieces is not None) == byte_level
+
+
 def test_token_pieces_with_a_sentencepiece_style_tokenizer():
     from transformers import AutoTokenizer
 

@@ -12,7 +12,8 @@ from fipo_nb.runlog import read_jsonl
 from fipo_nb.trace import load_traces
 from fipo_nb.trainer import FIPOTrainer
 from fipo_nb.widgets import Dashboard, PhaseView, TokenView
-from fipo_nb.widgets.records import colour, token_html, view_record
+from fipo_nb.trace import token_pieces
+from fipo_nb.widgets.records import colour, segment_summary, token_html, view_record, view_records
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +63,9 @@ def test_static_html_is_self_contained_with_tooltips(run):
     record = view.record
     assert page.count('class="fipo-tok') == len(record["tokens"])
     assert "<script" not in page and "http://" not in page and "https://" not in page
-    titles = re.findall(r'title="([^"]*)"', page)
+    titles = re.findall(r'<span class="fipo-tok[^"]*" data-i="\d+" style="[^"]*" title="([^"]*)"', page)
     assert len(titles) == len(record["tokens"]) and "weight" in titles[0] and "future_kl" in titles[0]
+    assert all("\nsegment " in t for t in titles)
     bundle, _ = view._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle and bundle["text/html"] == page
 
@@ -104,3 +106,59 @@ def test_dashboard_grows_by_one_row_per_step(run):
     dash.update(read_jsonl(out / "metrics.jsonl")[-1])
     assert len(dash.history) == 4 and set(dash.history[-1]) <= set(dash._pick(trainer.history[-1]))
     assert "data:image/png;base64," in dash.to_html()
+
+
+CHECKED = ("Tom has 3 bags of 4 apples, so he has 3 * 4 = 12 apples.\nLet me double-check: 3 * 4 = 12 and 12 - 5 = 7."
+           "\nAnswer: 7")
+
+
+def checked_record():
+    """A hand-written DAPO-format response with its real Qwen token pieces and made-up weights."""
+    from fipo_nb.models import qwen_tokenizer
+
+    tok = qwen_tokenizer("qwen2.5")
+    pieces = token_pieces(tok, tok.encode(CHECKED, add_special_tokens=False))
+    n = len(pieces)
+    weight = [1.0 + 0.2 * (i / n) for i in range(n)]
+    future_kl = [0.01 * i for i in range(n)]
+    return {"step": 2, "sample": 1, "mini_batch": 1, "reward": 1.0, "advantage": 0.5, "finish_reason": "stop",
+            "loss": "fipo", "tokens": pieces, "metrics": {"weight": weight, "future_kl": future_kl}}
+
+
+def test_view_records_carry_token_spans_of_the_segments():
+    record = view_records([checked_record()])[0]
+    spans = record["segments"]
+    assert [s["kind"] for s in spans] == ["working", "result", "verification", "answer"]
+    assert spans[0]["start"] == 0 and spans[-1]["end"] == len(record["tokens"])
+    verification = spans[2]
+    text = "".join(record["tokens"][verification["start"]:verification["opening"]])
+    assert text.strip() == "Let me double-check"  # the tokens that open the move
+    assert "".join(record["tokens"][spans[3]["start"]:]) == "Answer: 7"
+
+
+def test_segment_summary_averages_weights_and_future_kl_per_kind_by_hand():
+    tokens = ["3", " +", " 4", " =", " 7", ".", " Wait", ",", " 7", ".", "\n", "Answer", ":", " 7"]
+    record = view_records([{"tokens": tokens, "metrics": {"weight": [1.0] * 6 + [1.2, 1.1, 1.0, 1.0] + [1.0] * 4,
+                                                          "future_kl": [0.0] * 6 + [0.4, 0.2, 0.0, 0.2] + [0.0] * 4}}])[0]
+    rows = {r["kind"]: r for r in segment_summary(record)}
+    assert set(rows) == {"working", "verification", "answer", "verification cue"}
+    # verification: tokens 6..10 (" Wait" "," " 7" "." "\n"): weights 1.2 1.1 1 1 1 -> 5.3 / 5
+    assert rows["verification"]["tokens"] == 5 and rows["verification"]["weight_mean"] == pytest.approx(5.3 / 5)
+    assert rows["verification"]["future_kl_mean"] == pytest.approx(0.8 / 5)
+    # the cue "Wait," is tokens 6 and 7: (1.2 + 1.1) / 2, (0.4 + 0.2) / 2
+    assert rows["verification cue"]["tokens"] == 2
+    assert rows["verification cue"]["weight_mean"] == pytest.approx(1.15)
+    assert rows["verification cue"]["future_kl_mean"] == pytest.approx(0.3)
+    assert rows["working"]["tokens"] == 6 and rows["working"]["weight_mean"] == 1.0
+
+
+def test_static_token_view_shows_bands_legend_and_summary():
+    view = TokenView([checked_record()])
+    page = view.to_html()
+    assert "fipo-seg-legend" in page and all(k in page for k in ("planning", "working", "result", "verification"))
+    assert page.count('class="fipo-band"') == 5  # one track per kind
+    assert page.count('class="fipo-band-seg"') == 4  # one block per segment
+    assert 'class="fipo-tok fipo-seg-verification fipo-cue"' in page
+    table = page[page.index('<table class="fipo-seg-table">'):]
+    assert "<td>+" in table and "verification cue" in table
+    assert view.record["segment_summary"][0]["kind"] == "working"

@@ -8,10 +8,21 @@ function fipoSvg(tag, attributes) {
   return node;
 }
 
-// xs: step numbers; series: [{name, values, colour}] or, with `stacked`, shares drawn as stacked bars.
-// `selected` (an index into xs) is marked; a click calls onPick(index of the nearest x).
+// xs: step numbers; series: [{name, values, colour, dashed}] or, with `stacked`, shares drawn as stacked bars.
+// `selected` (an index into xs) is marked; a click calls onPick(index of the nearest x). Series names
+// label the chart below its axis, on as many lines as they need (the chart grows to keep its plot).
 function fipoChart({ title, xs, series, stacked = false, selected = null, onPick = null, width = 300, height = 170 }) {
-  const pad = { left: 38, right: 8, top: 18, bottom: 30 };
+  const labels = [];
+  let lineX = 38;
+  let line = 0;
+  for (const s of series) {
+    const w = 7 * s.name.length + 10;
+    if (lineX + w > width && lineX > 38) { line += 1; lineX = 38; }
+    labels.push({ s, x: lineX, line });
+    lineX += w;
+  }
+  height += 11 * line;
+  const pad = { left: 38, right: 8, top: 18, bottom: 30 + 11 * line };
   const svg = fipoSvg("svg", { width, height, class: "fipo-chart" });
   const inner = { w: width - pad.left - pad.right, h: height - pad.top - pad.bottom };
   const all = stacked ? [0, 1] : series.flatMap((s) => s.values.filter((v) => v !== null && Number.isFinite(v)));
@@ -32,7 +43,7 @@ function fipoChart({ title, xs, series, stacked = false, selected = null, onPick
   }
   if (n) {
     for (const [i, anchor] of [[0, "start"], [n - 1, "end"]]) {
-      const label = fipoSvg("text", { x: xAt(i), y: height - 16, "text-anchor": anchor });
+      const label = fipoSvg("text", { x: xAt(i), y: pad.top + inner.h + 14, "text-anchor": anchor });
       label.textContent = `step ${xs[i]}`;
       svg.append(label);
     }
@@ -50,16 +61,15 @@ function fipoChart({ title, xs, series, stacked = false, selected = null, onPick
   } else {
     for (const s of series) {
       const points = s.values.map((v, i) => (v === null || !Number.isFinite(v) ? null : `${xAt(i)},${yAt(v)}`)).filter(Boolean);
-      if (points.length) svg.append(fipoSvg("polyline", { points: points.join(" "), fill: "none", stroke: s.colour, "stroke-width": 1.5 }));
+      const dash = s.dashed ? { "stroke-dasharray": "4,3" } : {};
+      if (points.length) svg.append(fipoSvg("polyline", { points: points.join(" "), fill: "none", stroke: s.colour, "stroke-width": 1.5, ...dash }));
     }
   }
-  let x = pad.left;
-  for (const s of series) {
-    const label = fipoSvg("text", { x, y: height - 3, fill: s.colour });
+  for (const { s, x, line: row } of labels) {
+    const label = fipoSvg("text", { x, y: height - 3 - 11 * (line - row), fill: s.colour });
     label.textContent = s.name;
     label.style.fill = s.colour;
     svg.append(label);
-    x += 7 * s.name.length + 10;
   }
   if (selected !== null && n) {
     svg.append(fipoSvg("line", { x1: xAt(selected), x2: xAt(selected), y1: pad.top, y2: pad.top + inner.h, stroke: "#000", "stroke-dasharray": "3,2" }));

@@ -6,6 +6,8 @@ const FIPO_PANELS = [
   ["influence weights", [["fipo/weight_mean", "#d62728"], ["fipo/weight_max", "#ff9896"], ["fipo/weight_min", "#9467bd"]]],
   ["clipping", [["policy/clip_frac", "#ff7f0e"], ["policy/dual_clip_frac", "#8c564b"], ["fipo/weight_clip_frac_upper", "#e377c2"]]],
   ["approx. KL, grad norm", [["policy/approx_kl", "#17becf"], ["grad_norm", "#7f7f7f"]]],
+  ["mean weight per segment", "weight_mean"],
+  ["mean Future-KL per segment", "future_kl_mean"],
 ];
 
 function renderDashboard({ model, el }) {
@@ -17,9 +19,12 @@ function renderDashboard({ model, el }) {
   function draw() {
     const rows = model.get("history");
     const xs = rows.map((r) => r.step);
+    const value = (key) => rows.map((r) => (key in r ? r[key] : null));
     charts.replaceChildren(...FIPO_PANELS.map(([title, keys]) => fipoChart({
       title, xs, width: 260, height: 150,
-      series: keys.map(([key, colour]) => ({ name: key.split("/").pop(), colour, values: rows.map((r) => (key in r ? r[key] : null)) })),
+      series: typeof keys === "string"  // a per-segment statistic: one line per segment group
+        ? FIPO_SEGMENT_GROUPS.map((g) => ({ ...g, values: value(`segment/${g.name}/${keys}`) }))
+        : keys.map(([key, colour]) => ({ name: key.split("/").pop(), colour, values: value(key) })),
     })));
     const last = rows[rows.length - 1];
     status.textContent = last

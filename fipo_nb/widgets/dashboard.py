@@ -7,12 +7,14 @@ import html
 import anywidget
 import traitlets as t
 
+from ..segment_metrics import GROUPS, panel_keys
 from .assets import StaticHTMLFallback, esm, stylesheet
 
 KEYS = (
     "step", "reward/mean", "accuracy/mean", "length/min", "length/q25", "length/median", "length/mean", "length/q75",
     "length/max", "fipo/weight_mean", "fipo/weight_max", "fipo/weight_min", "policy/clip_frac",
     "policy/dual_clip_frac", "fipo/weight_clip_frac_upper", "policy/approx_kl", "grad_norm", "time/step_s",
+    *(f"segment/{g}/{stat}" for g in GROUPS for stat in ("weight_mean", "future_kl_mean", "token_frac")),
 )
 PANELS = [
     ("Reward and accuracy", ["reward/mean", "accuracy/mean"]),
@@ -21,6 +23,8 @@ PANELS = [
     ("Clipping", ["policy/clip_frac", "policy/dual_clip_frac", "fipo/weight_clip_frac_upper"]),
     ("Approximate KL", ["policy/approx_kl"]),
     ("Gradient norm", ["grad_norm"]),
+    ("Mean weight per segment", panel_keys("weight_mean")),
+    ("Mean Future-KL per segment", panel_keys("future_kl_mean")),
 ]
 
 

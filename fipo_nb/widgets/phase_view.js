@@ -1,5 +1,6 @@
-// PhaseView: response lengths, the share of each reasoning phase, and accuracy over training steps;
-// choosing a step shows example responses of each phase, coloured like TokenView.
+// PhaseView: response lengths, the share of each reasoning phase, accuracy, and the share, mean weight and
+// mean Future-KL of each reasoning segment over training steps; choosing a step shows example responses
+// of each phase, coloured like TokenView, with their segment bands.
 
 const FIPO_PHASE_COLOURS = ["#bdbdbd", "#6baed6", "#fd8d3c", "#d62728"];
 const FIPO_LENGTH_KEYS = [["min", "#c7c7c7"], ["q25", "#9ecae1"], ["median", "#3182bd"], ["mean", "#111"], ["q75", "#9ecae1"], ["max", "#c7c7c7"]];
@@ -32,10 +33,17 @@ function renderPhaseView({ model, el }) {
     const lengths = FIPO_LENGTH_KEYS.map(([key, colour]) => ({ name: key, colour, values: rows.map((d) => d.length[key]) }));
     const phases = [1, 2, 3, 4].map((p) => ({ name: `phase ${p}`, colour: FIPO_PHASE_COLOURS[p - 1], values: rows.map((d) => d.phases[p - 1]) }));
     const accuracy = [{ name: "accuracy", colour: "#2ca02c", values: rows.map((d) => d.accuracy) }];
+    const segment = (group, key) => rows.map((d) => (d.segments && d.segments[group] ? d.segments[group][key] : null));
+    const shares = FIPO_SEGMENT_GROUPS.slice(0, 5).map((g) => ({ ...g, values: segment(g.name, "share") }));
+    const weights = FIPO_SEGMENT_GROUPS.map((g) => ({ ...g, values: segment(g.name, "weight") }));
+    const futureKl = FIPO_SEGMENT_GROUPS.map((g) => ({ ...g, values: segment(g.name, "future_kl") }));
     charts.replaceChildren(
       fipoChart({ title: "response length (tokens)", xs, series: lengths, selected: chosen, onPick: pick }),
       fipoChart({ title: "share of each phase", xs, series: phases, stacked: true, selected: chosen, onPick: pick }),
       fipoChart({ title: "accuracy", xs, series: accuracy, selected: chosen, onPick: pick }),
+      fipoChart({ title: "share of tokens per segment", xs, series: shares, stacked: true, selected: chosen, onPick: pick }),
+      fipoChart({ title: "mean weight per segment", xs, series: weights, selected: chosen, onPick: pick }),
+      fipoChart({ title: "mean Future-KL per segment", xs, series: futureKl, selected: chosen, onPick: pick }),
     );
     stepSelect.replaceChildren(...xs.map((s) => Object.assign(document.createElement("option"), { value: String(s), textContent: String(s) })));
     stepSelect.value = String(model.get("selected_step"));
@@ -56,9 +64,15 @@ function renderPhaseView({ model, el }) {
       const features = Object.entries(example.features).map(([k, v]) => `${k} ${v}`).join(" · ");
       block.append(fipoElement("div", "fipo-head", fipoHeader(example.record)), fipoElement("div", "fipo-head", features));
       const legend = fipoElement("div", "fipo-legend");
+      const segmentLegend = fipoElement("div", "fipo-seg-legend");
       const box = fipoElement("div", "fipo-text");
-      block.append(legend, box);
+      const bands = fipoElement("div", "fipo-bands");
+      const table = fipoElement("div", "fipo-seg-summary");
+      block.append(legend, segmentLegend, box, bands, table);
+      fipoSegmentLegend(segmentLegend);
       const spans = fipoRenderTokens(box, example.record);
+      fipoSegmentBands(bands, example.record, spans, box);
+      fipoSegmentTable(table, example.record);
       fipoLegend(legend, metric, fipoRecolour(spans, example.record, metric, gamma), gamma);
       fipoAttachTooltip(box, tip, () => model.get("examples")[index].record);
       return block;

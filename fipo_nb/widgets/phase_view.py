@@ -10,20 +10,29 @@ import anywidget
 import traitlets as t
 
 from .. import phases
+from ..segment_metrics import GROUPS
 from .assets import StaticHTMLFallback, esm, stylesheet
-from .records import METRICS, STYLE, token_html, view_records
+from .records import METRICS, SEGMENT_COLOURS, STYLE, token_html, view_records
 
 LENGTH_KEYS = ("min", "q25", "median", "mean", "q75", "max")
 PHASE_COLOURS = ("#bdbdbd", "#6baed6", "#fd8d3c", "#d62728")
 
 
+# the segment groups' lines: kinds in their band colours, the verification cues and the rest dashed
+GROUP_STYLE = {**{k: (c, False) for k, c in SEGMENT_COLOURS.items()}, "verify_open": ("#ff7f00", True),
+               "rest": ("#555555", True)}
+
+
 def steps_data(metrics_rows: list[dict]) -> list[dict]:
-    """Per step: length quantiles, share of each phase, accuracy (from metrics.jsonl rows)."""
+    """Per step: length quantiles, share of each phase, accuracy, and per segment group (phases'
+    kinds, verify_open, rest) the token share, mean weight and mean Future-KL (from metrics.jsonl rows)."""
     return [{
         "step": int(row["step"]),
         "length": {k: row.get(f"length/{k}") for k in LENGTH_KEYS},
         "phases": [row.get(f"phase/{p}_frac", 0.0) for p in phases.PHASE_NAMES],
         "accuracy": row.get("accuracy/mean"),
+        "segments": {g: {"share": row.get(f"segment/{g}/token_frac"), "weight": row.get(f"segment/{g}/weight_mean"),
+                         "future_kl": row.get(f"segment/{g}/future_kl_mean")} for g in GROUPS},
     } for row in metrics_rows]
 
 
@@ -46,13 +55,12 @@ def phase_examples(records: list[dict], step: int) -> list[dict]:
 
 
 def phase_figure_png(data: list[dict], selected: int | None = None) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: a notebook's own backend stays as it is
 
     steps = [d["step"] for d in data]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3))
+    fig = Figure(figsize=(12, 6))
+    grid = fig.subplots(2, 3)
+    axes = grid[0]
     for key in LENGTH_KEYS:
         axes[0].plot(steps, [d["length"][key] for d in data], label=key, lw=2 if key in ("median", "mean") else 1)
     bottom = [0.0] * len(data)
@@ -68,16 +76,44 @@ def phase_figure_png(data: list[dict], selected: int | None = None) -> str:
             ax.axvline(selected, color="black", ls=":", lw=1)
     axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=7)
+    _segment_axes(grid[1], data, selected)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _segment_axes(axes, data: list[dict], selected: int | None) -> None:
+    """Token share (stacked), mean weight and mean Future-KL per segment group, over steps."""
+    steps = [d["step"] for d in data]
+    nan = float("nan")
+
+    def values(group, key):
+        return [nan if d.get("segments", {}).get(group, {}).get(key) is None else d["segments"][group][key]
+                for d in data]
+
+    bottom = [0.0] * len(data)
+    for kind in SEGMENT_COLOURS:
+        share = [0.0 if v != v else v for v in values(kind, "share")]
+        axes[0].bar(steps, share, bottom=bottom, color=SEGMENT_COLOURS[kind], label=kind)
+        bottom = [b + v for b, v in zip(bottom, share)]
+    for ax, key in ((axes[1], "weight"), (axes[2], "future_kl")):
+        for group, (colour, dashed) in GROUP_STYLE.items():
+            ax.plot(steps, values(group, key), color=colour, ls="--" if dashed else "-", marker="o", ms=2, label=group)
+    titles = ("share of tokens per segment", "mean weight per segment", "mean Future-KL per segment")
+    for ax, title in zip(axes, titles):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step", fontsize=8)
+        ax.legend(fontsize=6)
+        if selected is not None:
+            ax.axvline(selected, color="black", ls=":", lw=1)
+
+
 class PhaseView(StaticHTMLFallback, anywidget.AnyWidget):
-    """Response-length quantiles (min/Q25/median/mean/Q75/max), phase shares and accuracy per step;
-    pick a step (click a chart or the menu) to see traced example responses of each phase."""
+    """Response-length quantiles (min/Q25/median/mean/Q75/max), phase shares and accuracy per step,
+    and where the update acted: token share, mean weight and mean Future-KL per reasoning segment
+    (and at the tokens that open a verification move); pick a step (click a chart or the menu) to
+    see traced example responses of each phase, with their segments."""
 
     _esm = esm("phase_view")
     _css = stylesheet()
@@ -133,7 +169,7 @@ class PhaseView(StaticHTMLFallback, anywidget.AnyWidget):
                               + token_html(example["record"], self.metric, self.gamma))
         return (
             f'<div class="fipo-static fipo-phaseview">{STYLE}'
-            f'<img alt="lengths, phases and accuracy per step" '
+            f'<img alt="lengths, phases, accuracy and segment weights per step" '
             f'src="data:image/png;base64,{phase_figure_png(self.steps_data, self.selected_step)}">'
             f'<table style="border-collapse:collapse;font:12px system-ui" border="1" cellpadding="3">'
             f"<tr><th>step</th>{head}<th>mean length</th><th>accuracy</th></tr>{rows}</table>"

@@ -18,9 +18,13 @@ function renderTokenView({ model, el }) {
   const head = fipoElement("div", "fipo-head");
   const note = fipoElement("div", "fipo-note");
   const legend = fipoElement("div", "fipo-legend");
+  const segmentLegend = fipoElement("div", "fipo-seg-legend");
   const box = fipoElement("div", "fipo-text");
+  const bands = fipoElement("div", "fipo-bands");
+  const table = fipoElement("div", "fipo-seg-summary");
   const tip = fipoTooltip();
-  el.replaceChildren(controls, head, note, legend, box);
+  fipoSegmentLegend(segmentLegend);
+  el.replaceChildren(controls, head, note, legend, segmentLegend, box, bands, table);
 
   let spans = [];
   const record = () => model.get("record");
@@ -53,11 +57,15 @@ function renderTokenView({ model, el }) {
     const current = record();
     if (!current || !current.tokens) {
       box.replaceChildren();
+      bands.replaceChildren();
+      table.replaceChildren();
       spans = [];
       return;
     }
     head.textContent = fipoHeader(current);
     spans = fipoRenderTokens(box, current);
+    fipoSegmentBands(bands, current, spans, box);
+    fipoSegmentTable(table, current);
     drawControls();
     recolour();
   }

@@ -2,6 +2,12 @@
 // One span per token, one delegated listener per box: 16k-token responses stay responsive.
 
 const FIPO_NEUTRAL = { weight: 1, ratio: 1 };
+// one colour per reasoning-segment kind (records.py has the same), away from the metric's red and blue
+const FIPO_SEGMENT_COLOURS = { planning: "#9e9e9e", working: "#4daf4a", result: "#984ea3", verification: "#ff7f00", answer: "#1a1a1a" };
+const FIPO_SEGMENT_CUE = "verification cue";
+// per-step segment groups (fipo_nb.segment_metrics): the kinds, the cue tokens and the rest, dashed
+const FIPO_SEGMENT_GROUPS = [...Object.entries(FIPO_SEGMENT_COLOURS).map(([name, colour]) => ({ name, colour, dashed: false })),
+  { name: "verify_open", colour: "#ff7f00", dashed: true }, { name: "rest", colour: "#555555", dashed: true }];
 const FIPO_POSITIVE = [214, 39, 40];
 const FIPO_NEGATIVE = [31, 119, 180];
 
@@ -30,13 +36,31 @@ function fipoFormat(value) {
   return value === null || value === undefined ? "-" : Number(value).toFixed(4);
 }
 
-// Replace the contents of `box` with one span per token; returns the spans.
+// Per token: its segment kind and whether it opens a verification move (from record.segments), cached.
+const fipoSegmentCache = new WeakMap();
+function fipoTokenSegments(record) {
+  let cached = fipoSegmentCache.get(record);
+  if (cached) return cached;
+  const n = record.tokens.length;
+  cached = { kinds: new Array(n).fill("working"), cue: new Uint8Array(n) };
+  for (const s of record.segments || []) {
+    for (let i = s.start; i < s.end && i < n; i++) {
+      cached.kinds[i] = s.kind;
+      cached.cue[i] = i < s.opening ? 1 : 0;
+    }
+  }
+  fipoSegmentCache.set(record, cached);
+  return cached;
+}
+
+// Replace the contents of `box` with one span per token, each with the band of its segment; returns the spans.
 function fipoRenderTokens(box, record) {
   const fragment = document.createDocumentFragment();
   const spans = new Array(record.tokens.length);
+  const segments = fipoTokenSegments(record);
   record.tokens.forEach((piece, i) => {
     const span = document.createElement("span");
-    span.className = piece.includes("\n") ? "fipo-tok fipo-nl" : "fipo-tok";
+    span.className = `${piece.includes("\n") ? "fipo-tok fipo-nl" : "fipo-tok"} fipo-seg-${segments.kinds[i]}${segments.cue[i] ? " fipo-cue" : ""}`;
     span.textContent = piece;
     span.dataset.i = String(i);
     spans[i] = span;
@@ -72,8 +96,66 @@ function fipoLegend(el, metric, range, gamma) {
   el.append(label, bar, ticks);
 }
 
+// The segment kinds and their band colours.
+function fipoSegmentLegend(el) {
+  el.replaceChildren(document.createTextNode("segments (band under each token):"));
+  for (const [kind, colour] of Object.entries(FIPO_SEGMENT_COLOURS)) {
+    const swatch = fipoElement("span", "fipo-swatch");
+    swatch.style.background = colour;
+    el.append(swatch, fipoElement("span", null, kind));
+  }
+}
+
+// One track per segment kind, each segment drawn where its tokens are; a click scrolls to its first token.
+function fipoSegmentBands(el, record, spans, box) {
+  const n = Math.max(record.tokens.length, 1);
+  el.replaceChildren();
+  for (const [kind, colour] of Object.entries(FIPO_SEGMENT_COLOURS)) {
+    const row = fipoElement("div", "fipo-band");
+    row.dataset.kind = kind;
+    const track = fipoElement("span", "fipo-band-track");
+    for (const s of record.segments || []) {
+      if (s.kind !== kind) continue;
+      const block = fipoElement("span", "fipo-band-seg");
+      Object.assign(block.style, { left: `${(100 * s.start) / n}%`, width: `${(100 * (s.end - s.start)) / n}%`, background: colour });
+      block.dataset.start = String(s.start);
+      block.title = `${kind}: tokens ${s.start}-${s.end - 1}`;
+      track.append(block);
+    }
+    row.append(fipoElement("span", "fipo-band-label", kind), track);
+    el.append(row);
+  }
+  el.onclick = (event) => {
+    const block = event.target.closest(".fipo-band-seg");
+    const span = block && spans[Number(block.dataset.start)];
+    if (span) box.scrollTop = span.offsetTop - box.clientHeight / 3;
+  };
+}
+
+// Per segment kind: token count, mean weight, mean Future-KL (record.segment_summary, from records.py).
+function fipoSegmentTable(el, record) {
+  const table = fipoElement("table", "fipo-seg-table");
+  const head = document.createElement("tr");
+  for (const name of ["segment", "tokens", "mean weight", "mean Future-KL"]) head.append(fipoElement("th", null, name));
+  table.append(head);
+  const number = (v, f) => (v === null || v === undefined ? "-" : f(Number(v)));
+  for (const row of record.segment_summary || []) {
+    const tr = document.createElement("tr");
+    const name = fipoElement("td", "fipo-seg-name");
+    const swatch = fipoElement("span", "fipo-swatch");
+    swatch.style.background = FIPO_SEGMENT_COLOURS[row.kind] || FIPO_SEGMENT_COLOURS.verification;
+    name.append(swatch, document.createTextNode(row.kind));
+    tr.append(name, fipoElement("td", null, String(row.tokens)),
+      fipoElement("td", null, number(row.weight_mean, (v) => v.toFixed(4))),
+      fipoElement("td", null, number(row.future_kl_mean, (v) => `${v >= 0 ? "+" : ""}${Number(v.toPrecision(4))}`)));
+    table.append(tr);
+  }
+  el.replaceChildren(table);
+}
+
 function fipoTooltipText(record, i) {
-  const lines = [`#${i} ${JSON.stringify(record.tokens[i])}`];
+  const segments = fipoTokenSegments(record);
+  const lines = [`#${i} ${JSON.stringify(record.tokens[i])}`, `segment ${segments.kinds[i]}${segments.cue[i] ? " (opens the move)" : ""}`];
   for (const [name, values] of Object.entries(record.metrics || {})) lines.push(`${name} ${fipoFormat(values[i])}`);
   return lines.join("\n");
 }

@@ -123,7 +123,9 @@ def test_token_view_renders_live_in_jupyterlab(page, jupyterlab, artifacts):
     tokens.nth(1).hover()
     tip = page.locator(".fipo-tip")
     tip.wait_for(state="visible", timeout=10_000)
-    assert tip.inner_text().startswith("#1 ") and "weight" in tip.inner_text()
+    assert tip.inner_text().startswith("#1 ") and "weight" in tip.inner_text() and "segment " in tip.inner_text()
+    assert page.locator(".fipo-tokenview .fipo-seg-legend").is_visible()
+    assert page.locator(".fipo-tokenview .fipo-band-seg").first.is_visible()
     token_box, tip_box = tokens.nth(1).bounding_box(), tip.bounding_box()
     assert abs(tip_box["x"] - token_box["x"]) < 80 and 0 < tip_box["y"] - token_box["y"] < 80  # beside the mouse
     shot = artifacts / "jupyterlab_tokenview.png"

@@ -42,4 +42,11 @@ def test_static_report_renders_offline_with_colours_and_tooltips(page, smoke_run
     first_title = spans.first.get_attribute("title")
     assert first_title.startswith("#0 ") and "future_kl" in first_title and "post_update_future_kl" in first_title
     assert page.locator("img[alt='metric curves']").evaluate("img => img.naturalWidth") > 0
+    # segment bands under the tokens, one track per kind, a legend and the per-kind summary
+    assert view.locator(".fipo-seg-legend").is_visible() and "verification" in view.locator(".fipo-seg-legend").inner_text()
+    assert view.locator(".fipo-band").count() == 5
+    blocks = view.locator(".fipo-band-seg")
+    assert blocks.count() >= 1 and all(blocks.nth(i).bounding_box()["width"] >= 1 for i in range(blocks.count()))
+    assert view.locator(".fipo-seg-table").is_visible()
+    assert "segment " in view.locator(".fipo-tok").first.get_attribute("title")
     page.screenshot(path=str(artifacts / "report.png"), full_page=True)

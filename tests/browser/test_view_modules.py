@@ -84,11 +84,54 @@ def test_token_view_recolours_moves_steps_and_shows_tooltips(page, static_server
     assert page.locator(".fipo-step-label").inner_text().strip() == "1"
     assert spans.count() == len(per_step[0]["tokens"])
     assert page.locator(".fipo-metric").input_value() == "post_update_future_kl"  # the choice survives
-    # hover: one tooltip with the token's text, index and metrics
+    # hover: one tooltip with the token's text, index, segment and metrics
     spans.nth(2).hover()
     tip = page.locator(".fipo-tip")
     assert tip.is_visible() and tip.inner_text().startswith("#2 ") and "weight" in tip.inner_text()
+    assert "\nsegment " in tip.inner_text()
     page.screenshot(path=str(artifacts / "token_view_module.png"))
+
+
+def test_token_view_shows_segment_bands_a_legend_and_the_summary(page, static_server, artifacts):
+    from fipo_nb.models import qwen_tokenizer
+    from fipo_nb.trace import token_pieces
+
+    text = ("The rectangle is 6 by 9, so its area is 6 * 9 = 54.\nLet me verify: 9 * 6 = 54 and 54 / 9 = 6.\n"
+            "Wait, also 6 + 6 + 9 + 9 = 30 is the perimeter, not the area.\nAnswer: 54")
+    tok = qwen_tokenizer("qwen2.5")
+    pieces = token_pieces(tok, tok.encode(text, add_special_tokens=False))
+    n = len(pieces)
+    record = {"step": 4, "sample": 0, "mini_batch": 1, "reward": 1.0, "advantage": 0.8, "finish_reason": "stop",
+              "tokens": pieces, "metrics": {"weight": [1 + 0.2 * i / n for i in range(n)],
+                                            "future_kl": [0.002 * i for i in range(n)]}}
+    widget = TokenView([record])
+    open_view(page, static_server, "token_view", widget, [widget.record])
+    legend = page.locator(".fipo-seg-legend")
+    assert legend.is_visible()
+    assert [t for t in ("planning", "working", "result", "verification", "answer") if t in legend.inner_text()] == \
+        ["planning", "working", "result", "verification", "answer"]
+    blocks = page.locator(".fipo-bands .fipo-band-seg")
+    assert blocks.count() == len(widget.record["segments"]) >= 4
+    for i in range(blocks.count()):  # every block is drawn, with a width, on its kind's track
+        box = blocks.nth(i).bounding_box()
+        assert box is not None and box["width"] >= 1 and box["height"] >= 4
+    kinds = page.locator(".fipo-band").evaluate_all(
+        "rows => rows.map(r => [r.dataset.kind, r.querySelectorAll('.fipo-band-seg').length])")
+    counted = {k: c for k, c in kinds}
+    assert counted["verification"] == 2 and counted["answer"] == 1 and counted["result"] == 1
+    # the band under a token has its segment's colour; tokens of the cue have the thicker one
+    bands = page.locator(".fipo-text .fipo-tok").evaluate_all("s => s.map(x => getComputedStyle(x).boxShadow)")
+    first_verification = next(s for s in widget.record["segments"] if s["kind"] == "verification")
+    assert "255, 127, 0" in bands[first_verification["start"]] and "-5px" in bands[first_verification["start"]]
+    assert "77, 175, 74" in bands[0] or "152, 78, 163" in bands[0]  # working (green) or result (purple)
+    # the per-response summary: one row per kind present and the cue row
+    rows = page.locator(".fipo-seg-table tr")
+    assert rows.count() == 1 + len(widget.record["segment_summary"])
+    assert "verification cue" in page.locator(".fipo-seg-table").inner_text()
+    # the tooltip names the token's segment
+    page.locator(".fipo-text .fipo-tok").nth(first_verification["start"]).hover()
+    assert "segment verification (opens the move)" in page.locator(".fipo-tip").inner_text()
+    page.screenshot(path=str(artifacts / "token_view_segments.png"))
 
 
 def test_a_16k_token_response_renders_and_recolours_quickly(page, static_server):
@@ -123,8 +166,12 @@ def test_phase_view_charts_pick_a_step_and_show_examples(page, static_server, sm
         widget.selected_step = step
         examples[step] = widget.examples
     open_view(page, static_server, "phase_view", widget, examples)
-    assert page.locator("svg.fipo-chart").count() == 3
+    assert page.locator("svg.fipo-chart").count() == 6  # lengths, phases, accuracy; segment share, weight, Future-KL
     assert page.locator(".fipo-example h4").count() == 4
+    shares = page.locator("svg.fipo-chart").filter(has_text="share of tokens per segment")
+    assert shares.locator("rect[fill='#9e9e9e']").count() == 3  # planning: one bar per step (random text)
+    assert page.locator("svg.fipo-chart").filter(has_text="mean Future-KL per segment").locator("polyline").count() >= 2
+    assert page.locator(".fipo-example .fipo-seg-legend").count() == len([e for e in examples[3] if e["record"]])
     page.locator("svg.fipo-chart .fipo-hit").first.click(position={"x": 2, "y": 20})  # the left edge: step 1
     assert page.evaluate("window.model.get('selected_step')") == 1
     assert page.locator(".fipo-step").input_value() == "1"
@@ -139,11 +186,18 @@ def test_dashboard_redraws_in_place(page, static_server, smoke_run):
     widget = Dashboard()
     widget.update(rows[0])
     open_view(page, static_server, "dashboard", widget, [])
-    assert page.locator("svg.fipo-chart").count() == 5
+    assert page.locator("svg.fipo-chart").count() == 7
     assert page.locator(".fipo-head").inner_text().startswith("step 1 ")
     later = [Dashboard._pick(r) for r in rows]
     page.evaluate("(rows) => window.model.set('history', rows)", later)
-    assert page.locator("svg.fipo-chart").count() == 5  # the same charts, redrawn
+    assert page.locator("svg.fipo-chart").count() == 7  # the same charts, redrawn
     assert page.locator(".fipo-head").inner_text().startswith("step 3 ")
     points = page.locator("svg.fipo-chart polyline").first.get_attribute("points")
     assert len(points.split()) == 3
+    # the per-segment weight chart: a line for every segment group that has tokens in the loss
+    weights = page.locator("svg.fipo-chart").filter(has_text="mean weight per segment")
+    drawn = [k for k in ("planning", "working", "result", "verification", "answer", "verify_open", "rest")
+             if any(f"segment/{k}/weight_mean" in r for r in rows)]
+    assert drawn and weights.locator("polyline").count() == len(drawn)
+    names = weights.locator("text").all_text_contents()
+    assert "verify_open" in names and "rest" in names

@@ -1,0 +1,60 @@
+"""fipo_nb.compare: every loss from the same start (identical step-1 rollouts), and the comparison page."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+from fipo_nb.compare import QUANTITIES, compare, load
+
+FAST = ["max_response_length=12", "prompts_per_step=2", "mini_batch_size=1", "trace_samples=2"]
+
+
+@pytest.mark.slow
+def test_every_loss_starts_alike_and_samples_identical_step_one_rollouts(tmp_path):
+    seen = {}
+
+    def keep(loss, result):
+        seen[(loss, result.step)] = result
+
+    comparison = compare("cpu-smoke", 2, tmp_path, losses=("fipo", "dapo"), overrides=FAST, progress=False,
+                         report=False, callback=keep)
+    fipo, dapo = seen[("fipo", 1)], seen[("dapo", 1)]
+    assert torch.equal(fipo.rollout.response_ids, dapo.rollout.response_ids)  # the same tokens, row by row
+    assert torch.equal(fipo.rollout.prompt_ids, dapo.rollout.prompt_ids)
+    assert fipo.responses == dapo.responses and torch.equal(fipo.rewards, dapo.rewards)
+    assert torch.equal(fipo.old_log_probs, dapo.old_log_probs)  # the same initial policy scores them alike
+    # ... and the losses did differ: FIPO re-weights the 2nd mini-batch's tokens, DAPO never does
+    later = fipo.mini_batch == 1
+    assert (dapo.weights == 1).all() and not torch.equal(fipo.weights[later], dapo.weights[later])
+    info = json.loads((tmp_path / "compare.json").read_text())
+    assert info["same_initial_policy"] and info["same_step1_rollouts"]
+    assert len(set(info["fingerprints"].values())) == 1 and info["losses"] == ["fipo", "dapo"]
+    # each loss is a normal run directory
+    for loss in ("fipo", "dapo"):
+        config = json.loads((tmp_path / loss / "config.json").read_text())
+        assert config["fipo"]["loss"] == loss and config["seed"] == 0
+        assert [r["step"] for r in comparison.metrics[loss]] == [1, 2]
+        assert (tmp_path / loss / "traces" / "step-000002.parquet").exists()
+    # the page: one figure per quantity that has values, a line per loss, and a row per step and loss
+    page = comparison.html.read_text()
+    titles = re.findall(r'<img class="fig" alt="([^"]*)"', page)
+    assert "reward" in titles and "response length q75 (tokens)" in titles
+    assert "share of phase 4 (multi-pass verification)" in titles
+    assert set(titles) <= {t for t, _ in QUANTITIES} and len(titles) >= 14
+    assert page.count("<tr><td>1</td><td>fipo</td>") == 1 and page.count("<tr><td>2</td><td>dapo</td>") == 1
+    assert "identical step-1 rollouts: <b>yes</b>" in page and "<script" not in page
+    assert load(tmp_path).markdown().splitlines()[2].startswith("| fipo | 2 | ")
+    with pytest.raises(ValueError, match="holds an earlier run"):
+        compare("cpu-smoke", 1, tmp_path, overrides=FAST, progress=False)
+
+
+def test_bad_losses_are_named_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="losses must be some of fipo, dapo, grpo; got fipo, ppo"):
+        compare("cpu-smoke", 1, tmp_path, losses="fipo,ppo")
+    with pytest.raises(ValueError, match="named twice"):
+        compare("cpu-smoke", 1, tmp_path, losses=("dapo", "dapo"))
+    assert not any(tmp_path.iterdir())
