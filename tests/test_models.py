@@ -53,15 +53,16 @@ def test_qwen_chat_template_is_chatml():
 
 
 def test_qwen_tokenizer_is_cached_after_the_first_build(monkeypatch):
-    import transformers.convert_slow_tokenizer
+    import importlib
 
+    converters = importlib.import_module("transformers.convert_slow_tokenizer")  # the module, not the function
     qwen_tokenizer("qwen2.5")
     qwen_tokenizer.cache_clear()  # a new process: only the converted files on disk remain
 
     def never(*args, **kwargs):
         raise AssertionError("converted the 151k tiktoken ranks again instead of reading tokenizer.json")
 
-    monkeypatch.setattr(transformers.convert_slow_tokenizer, "TikTokenConverter", never)
+    monkeypatch.setattr(converters, "TikTokenConverter", never)
     assert qwen_tokenizer("qwen2.5").encode("Hello, world!", add_special_tokens=False) == [9707, 11, 1879, 0]
 
 
