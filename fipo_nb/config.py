@@ -109,6 +109,7 @@ class FIPOConfig:
 
 
 ADAPTER_MODES = ("qlora", "lora", "full")
+ROLLOUT_BACKENDS = ("compact", "generate")  # as rollout.BACKENDS
 STRATEGIES = ("single", "fsdp2", "verl")
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -184,7 +185,11 @@ class TrainConfig:
     top_k: int = 0
     """Top-k sampling; 0 is off."""
     rollout_batch_size: int | None = None
-    """Rows per generate() call; None: the whole rollout at once."""
+    """Rows sampled together (memory); None: the whole rollout at once."""
+    rollout_backend: str = "compact"
+    """"compact": fipo_nb's decode loop (finished rows leave the batch, each prompt is prefilled once);
+    "generate": transformers' generate (every row computed until the last one ends). Same random
+    numbers, same distribution, same samples up to float rounding (benchmarks/rollout.py)."""
 
     dynamic_sampling: bool = False
     """DAPO: drop groups whose `filter_metric` is the same for every sample and sample more prompts
@@ -260,7 +265,7 @@ class TrainConfig:
         "overlong_penalty": (None, False), "top_p": (0.0, True), "eval_top_p": (0.0, True),
     }
     _CHOICES = {"mode": ADAPTER_MODES, "strategy": STRATEGIES, "lr_schedule": LR_SCHEDULES,
-                "filter_metric": ("accuracy", "reward")}
+                "filter_metric": ("accuracy", "reward"), "rollout_backend": ROLLOUT_BACKENDS}
 
     def validate(self) -> "TrainConfig":
         """Raise ValueError naming the first bad field and what it allows; return self."""
