@@ -221,6 +221,9 @@ class TrainConfig:
     """metrics.jsonl, config.json (and, later, traces and checkpoints) go here."""
     logprob_chunk_size: int = 1024
     """Tokens per chunk of the output head when computing log-probs (memory vs speed)."""
+    pack_sequences: bool = True
+    """Old log-probs and updates lay each micro-batch's rows end to end without padding (packing.py):
+    the same log-probs up to float rounding, without computing padding; False: the padded layout."""
 
     trace_samples: int = 4
     """Responses per step whose per-token log-ratio, Future-KL and weights go to OUT/traces (0: none)."""

@@ -41,8 +41,8 @@ from .core import future_kl, group_advantages
 from .data import DAPO_INSTRUCTION, PromptSampler, load_problems
 from .evaluation import evaluate, length_metrics, unique_problems
 from .interrupts import SafeInterrupt
-from .logprobs import token_logprobs
 from .models import Policy, load_policy
+from .packing import response_logprobs
 from .rewards import MathReward
 from .rollout import Rollout, pad_token_id
 from .runlog import RunLog, format_table_header, format_table_row
@@ -248,9 +248,10 @@ class FIPOTrainer:
 
     def _micro_log_probs(self, part: Rollout) -> torch.Tensor:
         part = part.to(self.policy.device)
-        return token_logprobs(
-            self.policy.model, part.input_ids(), part.attention_mask(), part.prompt_length,
-            temperature=self.config.temperature or 1.0, chunk_size=self.config.logprob_chunk_size,
+        return response_logprobs(
+            self.policy.model, part.prompt_ids, part.prompt_mask, part.response_ids, part.response_mask,
+            pad_id=pad_token_id(self.policy.tokenizer), temperature=self.config.temperature or 1.0,
+            chunk_size=self.config.logprob_chunk_size, pack=self.config.pack_sequences,
         )  # [n, R_part]
 
     def _run_update(self, pending: _Pending) -> bool:
