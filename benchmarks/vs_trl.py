@@ -16,8 +16,9 @@ Three trainers run side by side and take turns, one rollout each per round:
   fipo_nb dapo   FIPOTrainer(demo preset, fipo.loss="dapo"), `trainer.step()`
   fipo_nb fipo   FIPOTrainer(demo preset), `trainer.step()`
 For each: sampling seconds (generation only), training seconds (everything else in the step:
-rewards, old log-probs, updates), response tokens per second of the whole step, peak resident
-memory during the step (VmHWM after a reset). The first round warms up and is not counted;
+rewards, old log-probs, updates), response tokens per second of the whole step, and the memory
+the step needed: peak resident set during the step above the resident set at its start (VmHWM
+after a reset, minus VmRSS then; all three trainers stay resident throughout). The first round warms up and is not counted;
 the summary is the median over rounds, and the last line is fipo_nb fipo's tokens/s over TRL's.
 
     .venv/bin/python benchmarks/vs_trl.py [--rounds 5] [--quick]       # needs `pip install fipo_nb[trl]`
@@ -57,15 +58,26 @@ def main() -> None:
 # ------------------------------------------------------------------ measuring
 
 
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+_resident_at_reset = [0]
+
+
 def reset_peak_memory() -> None:
-    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    """Start measuring a step's memory: resets the peak resident set (VmHWM := VmRSS)."""
+    Path("/proc/self/clear_refs").write_text("5")
+    _resident_at_reset[0] = _status_kib("VmRSS")
 
 
 def peak_memory_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Peak resident memory since the reset, above what was resident then: what the step itself needed
+    (the three trainers' models and optimizer states stay resident throughout)."""
+    return (_status_kib("VmHWM") - _resident_at_reset[0]) / 1024
 
 
 class Record:
@@ -87,7 +99,7 @@ def format_row(name: str, round_: int | str, row: dict) -> str:
             f"{row['tokens']:>7.0f} {row['tokens_per_s']:>9.1f} {row['peak']:>9.0f}")
 
 
-HEADER = f"{'round':>5} {'trainer':13} {'sample s':>9} {'train s':>9} {'step s':>8} {'tokens':>7} {'tokens/s':>9} {'peak MiB':>9}"
+HEADER = f"{'round':>5} {'trainer':13} {'sample s':>9} {'train s':>9} {'step s':>8} {'tokens':>7} {'tokens/s':>9} {'+peak MiB':>9}"
 
 
 # ------------------------------------------------------------------ the two sides
