@@ -16,10 +16,13 @@ Three trainers run side by side and take turns, one rollout each per round:
   fipo_nb dapo   FIPOTrainer(demo preset, fipo.loss="dapo"), `trainer.step()`
   fipo_nb fipo   FIPOTrainer(demo preset), `trainer.step()`
 For each: sampling seconds (generation only), training seconds (everything else in the step:
-rewards, old log-probs, updates), response tokens per second of the whole step, and the memory
-the step needed: peak resident set during the step above the resident set at its start (VmHWM
-after a reset, minus VmRSS then; all three trainers stay resident throughout). The first round warms up and is not counted;
-the summary is the median over rounds, and the last line is fipo_nb fipo's tokens/s over TRL's.
+rewards, old log-probs, updates) and response tokens per second of the whole step. Round 0 warms
+up and is not counted; the summary is the median over the timed rounds, and the last line is
+fipo_nb fipo's tokens/s over TRL's. A last round measures the memory each step needs: the peak
+resident set during the step above the resident set at its start (VmHWM after a reset, minus
+VmRSS then; all three trainers stay resident throughout). For that round glibc is made to return
+freed memory (fixed mmap threshold, malloc_trim), which slows allocation, so its times are shown
+but not counted.
 
     .venv/bin/python benchmarks/vs_trl.py [--rounds 5] [--quick]       # needs `pip install fipo_nb[trl]`
 """
@@ -68,8 +71,24 @@ def _status_kib(field: str) -> int:
 _resident_at_reset = [0]
 
 
+def _libc():
+    import ctypes
+
+    return ctypes.CDLL("libc.so.6")
+
+
+def return_freed_memory() -> None:
+    """Let the resident set follow live memory: big blocks always mmap'd (and unmapped when freed,
+    glibc otherwise raises the threshold as it goes and keeps them), freed heap trimmed."""
+    libc = _libc()
+    libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD, fixed: no dynamic adjustment
+    libc.malloc_trim(0)
+
+
 def reset_peak_memory() -> None:
-    """Start measuring a step's memory: resets the peak resident set (VmHWM := VmRSS)."""
+    """Start measuring a step's memory: freed memory back to the system, then the peak resident set reset
+    (VmHWM := VmRSS)."""
+    return_freed_memory()
     Path("/proc/self/clear_refs").write_text("5")
     _resident_at_reset[0] = _status_kib("VmRSS")
 
@@ -81,22 +100,28 @@ def peak_memory_mib() -> float:
 
 
 class Record:
-    """One trainer's steps: sampling s, training s, tokens, peak MiB."""
+    """One trainer's timed steps (sampling s, training s, tokens) and the memory of its memory-round step."""
 
     def __init__(self, name: str):
-        self.name, self.rows = name, []
+        self.name, self.rows, self.peak = name, [], float("nan")
 
-    def add(self, sampling: float, total: float, tokens: int, peak: float) -> None:
+    def add(self, sampling: float, total: float, tokens: int) -> dict:
         self.rows.append(dict(sampling=sampling, training=total - sampling, total=total, tokens=tokens,
-                              tokens_per_s=tokens / total, peak=peak))
+                              tokens_per_s=tokens / total))
+        return self.rows[-1]
 
-    def median(self, key: str, skip: int = 1) -> float:
-        return statistics.median(r[key] for r in self.rows[skip:])
+    def median(self, key: str) -> float:
+        return statistics.median(r[key] for r in self.rows[1:])  # round 0 warms up
+
+    def rate(self, part: str) -> float:
+        """Median response tokens per second of `part` ("sampling" or "training")."""
+        return statistics.median(r["tokens"] / r[part] for r in self.rows[1:])
 
 
-def format_row(name: str, round_: int | str, row: dict) -> str:
+def format_row(name: str, round_, row: dict, peak: float | None = None) -> str:
+    memory = "-" if peak is None else f"{peak:.0f}"
     return (f"{str(round_):>5} {name:13} {row['sampling']:>9.2f} {row['training']:>9.2f} {row['total']:>8.2f} "
-            f"{row['tokens']:>7.0f} {row['tokens_per_s']:>9.1f} {row['peak']:>9.0f}")
+            f"{row['tokens']:>7.0f} {row['tokens_per_s']:>9.1f} {memory:>9}")
 
 
 HEADER = f"{'round':>5} {'trainer':13} {'sample s':>9} {'train s':>9} {'step s':>8} {'tokens':>7} {'tokens/s':>9} {'+peak MiB':>9}"
@@ -171,24 +196,29 @@ def trl_trainer(settings: dict, problems: list, config, out_dir: Path, callback)
 
 
 def run(args, settings: dict, out_dir: Path) -> None:
-    from transformers import TrainerCallback
+    from transformers import PrinterCallback, TrainerCallback
 
     torch.manual_seed(0)
     fipo = fipo_nb_trainer(settings, "fipo", out_dir)
     dapo = fipo_nb_trainer(settings, "dapo", out_dir)
-    rounds = args.rounds + 1  # + the warm-up round
-    problems = prompt_order(fipo, rounds)
+    memory_round = args.rounds + 1  # after the warm-up round 0 and the timed rounds
+    problems = prompt_order(fipo, memory_round + 1)
     records = {name: Record(name) for name in ("TRL dapo", "fipo_nb dapo", "fipo_nb fipo")}
     lines: list[str] = []
 
     def fipo_nb_step(trainer: FIPOTrainer, record: Record, round_: int) -> None:
-        reset_peak_memory()
+        memory = round_ == memory_round
+        if memory:
+            reset_peak_memory()
         started = time.perf_counter()
         result = trainer.step()
         total = time.perf_counter() - started
-        record.add(result.metrics["time/generate_s"], total, int(result.rollout.response_mask.sum()),
-                   peak_memory_mib())
-        lines.append(format_row(record.name, round_, record.rows[-1]))
+        sampling, tokens = result.metrics["time/generate_s"], int(result.rollout.response_mask.sum())
+        if memory:
+            record.peak = peak_memory_mib()
+            lines.append(format_row(record.name, "mem", Record("").add(sampling, total, tokens), record.peak))
+        else:
+            lines.append(format_row(record.name, round_, record.add(sampling, total, tokens)))
 
     class Alternate(TrainerCallback):
         """Times each TRL rollout (steps_per_generation optimizer steps), then runs one step of each fipo_nb trainer."""
@@ -198,7 +228,8 @@ def run(args, settings: dict, out_dir: Path) -> None:
 
         def on_step_begin(self, _args, state, control, **kwargs):
             if state.global_step % updates == 0:
-                reset_peak_memory()
+                if state.global_step // updates == memory_round:
+                    reset_peak_memory()
                 self.started, self.sampling, self.tokens = time.perf_counter(), 0.0, 0
 
         def on_step_end(self, _args, state, control, **kwargs):
@@ -206,8 +237,13 @@ def run(args, settings: dict, out_dir: Path) -> None:
                 return
             total = time.perf_counter() - self.started
             round_ = state.global_step // updates - 1
-            records["TRL dapo"].add(self.sampling, total, self.tokens, peak_memory_mib())
-            lines.append(format_row("TRL dapo", round_, records["TRL dapo"].rows[-1]))
+            record = records["TRL dapo"]
+            if round_ == memory_round:
+                record.peak = peak_memory_mib()
+                lines.append(format_row(record.name, "mem", Record("").add(self.sampling, total, self.tokens),
+                                        record.peak))
+            else:
+                lines.append(format_row(record.name, round_, record.add(self.sampling, total, self.tokens)))
             order = [(dapo, "fipo_nb dapo"), (fipo, "fipo_nb fipo")]
             for trainer, name in (order if round_ % 2 else order[::-1]):  # alternate which fipo_nb loss goes first
                 fipo_nb_step(trainer, records[name], round_)
@@ -225,36 +261,28 @@ def run(args, settings: dict, out_dir: Path) -> None:
         return completion_ids, logprobs
 
     trl._generate_single_turn = timed_generation
-    from transformers import PrinterCallback
-
     trl.remove_callback(PrinterCallback)  # it prints TRL's end-of-training summary dict
     import trl as trl_module
 
-    load = os.getloadavg()
     print(f"model {settings['model']} (lora r{fipo.config.lora_r}), {settings['prompts']} prompts x "
           f"{settings['samples']} samples, max {settings['max_new_tokens']} new tokens, temperature "
           f"{fipo.config.temperature}, {updates} updates per rollout; TRL {trl_module.__version__}, "
           f"fipo_nb rollout backend {fipo.config.rollout_backend}; {torch.get_num_threads()} threads, "
-          f"load {load[0]:.1f} at start; round 0 warms up", flush=True)
+          f"load {os.getloadavg()[0]:.1f} at start; round 0 warms up, the last measures memory", flush=True)
     print(HEADER, flush=True)
     trl.train()
-    print(f"load {os.getloadavg()[0]:.1f} at the end; medians of rounds 1..{args.rounds}:")
+    print(f"load {os.getloadavg()[0]:.1f} at the end; medians of rounds 1..{args.rounds}, memory of the last round:")
     print(HEADER)
     for name, record in records.items():
-        row = {key: record.median(key, skip=1 if len(record.rows) > 1 else 0)
-               for key in ("sampling", "training", "total", "tokens", "tokens_per_s", "peak")}
-        print(format_row(name, "med", row))
-    skip = 1 if len(records["TRL dapo"].rows) > 1 else 0
-    trl_rate = records["TRL dapo"].median("tokens_per_s", skip)
+        row = {key: record.median(key) for key in ("sampling", "training", "total", "tokens", "tokens_per_s")}
+        print(format_row(name, "med", row, record.peak))
+    base = records["TRL dapo"]
     for name in ("fipo_nb dapo", "fipo_nb fipo"):
         record = records[name]
-        print(f"{name} over TRL dapo: sampling tokens/s {_rate(record, skip) / _rate(records['TRL dapo'], skip):.2f}x, "
-              f"training tokens/s {_rate(record, skip, 'training') / _rate(records['TRL dapo'], skip, 'training'):.2f}x")
-    print(f"speed-up over TRL: {records['fipo_nb fipo'].median('tokens_per_s', skip) / trl_rate:.2f}x")
-
-
-def _rate(record: Record, skip: int, part: str = "sampling") -> float:
-    return statistics.median(r["tokens"] / r[part] for r in record.rows[skip:])
+        print(f"{name} over TRL dapo: sampling tokens/s {record.rate('sampling') / base.rate('sampling'):.2f}x, "
+              f"training tokens/s {record.rate('training') / base.rate('training'):.2f}x, "
+              f"step memory {record.peak / base.peak:.2f}x")
+    print(f"speed-up over TRL: {records['fipo_nb fipo'].median('tokens_per_s') / base.median('tokens_per_s'):.2f}x")
 
 
 if __name__ == "__main__":

@@ -161,3 +161,13 @@ def test_compact_backend_prefills_each_prompt_once_and_drops_finished_rows():
     # then one row fewer per step: 5, 4, 3, 2, 1 (the last row's eos ends the loop without another forward)
     assert batch_sizes == [2, 6, 6, 5, 4, 3, 2, 1]
     assert out.finish_reasons == ["stop"] * 6 and sorted(out.response_lengths.tolist()) == [3, 4, 5, 6, 7, 8]
+
+
+def test_an_unknown_backend_is_refused_by_name():
+    from fipo_nb.config import TrainConfig
+
+    policy = char_policy()
+    with pytest.raises(ValueError, match="backend must be one of compact, generate; got 'vllm'"):
+        generate(policy.model, policy.tokenizer, PROMPTS, n=2, max_prompt_length=64, max_new_tokens=4, backend="vllm")
+    with pytest.raises(ValueError, match="TrainConfig.rollout_backend must be one of compact, generate"):
+        TrainConfig(rollout_backend="vllm").validate()
