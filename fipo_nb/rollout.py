@@ -1,8 +1,9 @@
 """Rollouts: G sampled responses per prompt, as token ids with masks and finish reasons.
 
-The backend is transformers' `generate`. Prompts are chat-formatted, truncated on the left
-to `max_prompt_length` (as the official DAPO/FIPO recipe does, counted and reported), and
-left-padded; responses are right-padded and masked up to and including their end-of-sequence
+Two backends sample the same tokens for a seed: fipo_nb's decode loop ("compact", decoding.py:
+finished rows leave the batch, each prompt is prefilled once) and transformers' `generate`.
+Prompts are chat-formatted, truncated on the left to `max_prompt_length` (as the official
+DAPO/FIPO recipe does, counted and reported), and left-padded; responses are right-padded and masked up to and including their end-of-sequence
 token. The model stays in train() mode (see models.py); gradient checkpointing, which would
 switch the KV cache off, is paused while sampling.
 """

@@ -16,7 +16,11 @@ def test_there_are_benchmarks():
                                             "gpu_check.py"}
 
 
-@pytest.mark.parametrize("script", BENCHMARKS, ids=lambda p: p.name)
+SLOW = {"vs_trl.py"}  # imports TRL and builds its trainer: ~25 s on 2 cores
+
+
+@pytest.mark.parametrize("script", [pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW else p
+                                    for p in BENCHMARKS], ids=lambda p: p.name)
 def test_benchmark_runs_quick(script, tmp_path):
     if script.name == "vs_trl.py":
         pytest.importorskip("trl", reason="benchmarks/vs_trl.py runs TRL's GRPOTrainer: pip install fipo_nb[trl]")

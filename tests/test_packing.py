@@ -36,24 +36,25 @@ def test_rows_are_packed_first_fit_decreasing_into_bins_no_longer_than_the_longe
 @pytest.mark.parametrize("name", ["tiny-qwen2-char", "tiny-qwen3"])
 def test_packed_log_probs_and_gradients_equal_the_padded_layout(name):
     policy = load_policy(name, "lora", lora_r=4, device="cpu")
+    torch.manual_seed(0)
     with torch.no_grad():  # a LoRA B of 0 would make every adapter gradient but B's vanish
         for param in policy.trainable_parameters():
             param.normal_(0.0, 0.05)
-    torch.manual_seed(0)
     rollout = generate(policy.model, policy.tokenizer, PROMPTS, n=3, max_prompt_length=512, max_new_tokens=24)
-    assert len(set(rollout.response_lengths.tolist())) > 1 or name != "tiny-qwen2-char"
-    mask = rollout.response_mask
+    lengths = torch.minimum(rollout.response_lengths, torch.arange(24, 0, -2)[: len(rollout)])  # [N] all different
+    mask = torch.arange(rollout.response_ids.shape[1])[None, :] < lengths[:, None]  # [N, R]
     values, grads = {}, {}
     for pack in (False, True):
         policy.model.zero_grad(set_to_none=True)
-        out = response_logprobs(policy.model, rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids, mask,
-                                pad_id=pad_token_id(policy.tokenizer), pack=pack)  # [N, R]
+        out = response_logprobs(policy.model, rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids * mask,
+                                mask, pad_id=pad_token_id(policy.tokenizer), pack=pack)  # [N, R]
         (out[mask] * torch.linspace(-1, 1, int(mask.sum()))).sum().backward()
         values[pack] = out.detach()
         grads[pack] = torch.cat([p.grad.flatten() for p in policy.trainable_parameters()])
     torch.testing.assert_close(values[True][mask], values[False][mask], rtol=0, atol=2e-5)
     assert (values[True][~mask] == 0).all()
-    torch.testing.assert_close(grads[True], grads[False], rtol=1e-4, atol=1e-6)
+    scale = grads[False].abs().max().item()  # float32 sums in another order: ~1e-7 of the largest entry
+    torch.testing.assert_close(grads[True], grads[False], rtol=1e-4, atol=1e-5 * scale)
 
 
 def test_a_model_that_ignores_packing_gets_the_padded_layout(monkeypatch):
