@@ -109,6 +109,7 @@ class FIPOConfig:
 
 
 ADAPTER_MODES = ("qlora", "lora", "full")
+ROLLOUT_BACKENDS = ("compact", "generate")  # as rollout.BACKENDS
 STRATEGIES = ("single", "fsdp2", "verl")
 LR_SCHEDULES = ("constant", "cosine")
 ANSWER_MODES = ("auto", "dapo", "answer_line", "boxed", "last_number")  # rewards.MODES (not imported: sympy is slow)
@@ -188,7 +189,11 @@ class TrainConfig:
     top_k: int = 0
     """Top-k sampling; 0 is off."""
     rollout_batch_size: int | None = None
-    """Rows per generate() call; None: the whole rollout at once."""
+    """Rows sampled together (memory); None: the whole rollout at once."""
+    rollout_backend: str = "compact"
+    """"compact": fipo_nb's decode loop (finished rows leave the batch, each prompt is prefilled once);
+    "generate": transformers' generate (every row computed until the last one ends). Same random
+    numbers, same distribution, same samples up to float rounding (benchmarks/rollout.py)."""
 
     dynamic_sampling: bool = False
     """DAPO: drop groups whose `filter_metric` is the same for every sample and sample more prompts
@@ -227,6 +232,9 @@ class TrainConfig:
     """metrics.jsonl, config.json (and, later, traces and checkpoints) go here."""
     logprob_chunk_size: int = 1024
     """Tokens per chunk of the output head when computing log-probs (memory vs speed)."""
+    pack_sequences: bool = True
+    """Old log-probs and updates lay each micro-batch's rows end to end without padding (packing.py):
+    the same log-probs up to float rounding, without computing padding; False: the padded layout."""
 
     trace_samples: int = 4
     """Responses per step whose per-token log-ratio, Future-KL and weights go to OUT/traces (0: none)."""
@@ -290,7 +298,7 @@ class TrainConfig:
     }
     _CHOICES = {"mode": ADAPTER_MODES, "strategy": STRATEGIES, "lr_schedule": LR_SCHEDULES,
                 "filter_metric": ("accuracy", "reward"), "answer_mode": ANSWER_MODES, "reward_errors": REWARD_ERRORS,
-                "advantage_estimator": ("grpo", "gae")}
+                "advantage_estimator": ("grpo", "gae"), "rollout_backend": ROLLOUT_BACKENDS}
 
     def validate(self) -> "TrainConfig":
         """Raise ValueError naming the first bad field and what it allows; return self."""

@@ -40,6 +40,7 @@ def evaluate(
     temperature: float = 1.0,
     top_p: float = 1.0,
     batch_size: int | None = None,
+    backend: str = "compact",
     seed: int = 0,
     reward_errors: str = "raise",
     error_reward: float = -1.0,
@@ -61,6 +62,7 @@ def evaluate(
         rollout = generate(
             policy.model, policy.tokenizer, [p.prompt for p in problems], n=k, max_prompt_length=max_prompt_length,
             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, batch_size=batch_size,
+            backend=backend,
         )
     rows = [p for p in problems for _ in range(k)]
     scored = score_responses(reward_fn, rollout.prompt_texts, decode_responses(policy.tokenizer, rollout), rows,

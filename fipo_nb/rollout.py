@@ -1,8 +1,9 @@
 """Rollouts: G sampled responses per prompt, as token ids with masks and finish reasons.
 
-The backend is transformers' `generate`. Prompts are chat-formatted, truncated on the left
-to `max_prompt_length` (as the official DAPO/FIPO recipe does, counted and reported), and
-left-padded; responses are right-padded and masked up to and including their end-of-sequence
+Two backends sample the same tokens for a seed: fipo_nb's decode loop ("compact", decoding.py:
+finished rows leave the batch, each prompt is prefilled once) and transformers' `generate`.
+Prompts are chat-formatted, truncated on the left to `max_prompt_length` (as the official
+DAPO/FIPO recipe does, counted and reported), and left-padded; responses are right-padded and masked up to and including their end-of-sequence
 token. The model stays in train() mode (see models.py); gradient checkpointing, which would
 switch the KV cache off, is paused while sampling.
 """
@@ -14,7 +15,11 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
+from .config import ROLLOUT_BACKENDS
+from .decoding import decode_chunk
 from .models import is_activation_checkpointing, set_activation_checkpointing
+
+BACKENDS = ROLLOUT_BACKENDS
 
 
 @dataclass
@@ -221,8 +226,14 @@ def generate(
     top_p: float = 1.0,
     top_k: int = 0,
     batch_size: int | None = None,
+    backend: str = "compact",
 ) -> Rollout:
     """Sample `n` responses for each prompt (chat messages or text). temperature 0 = greedy.
+
+    backend: "compact" (fipo_nb's decode loop, decoding.py: finished rows leave the batch, each
+    prompt is prefilled once) or "generate" (transformers' generate: every row until the last one
+    ends). Both sample the same distribution with the same random numbers (see decoding.py).
+    batch_size: rows per chunk (None: all at once); both backends chunk alike.
 
     Only the arguments shape the distribution: the model's own generation_config (repetition
     penalty, top_k, ...) is switched off while sampling (`model_defaults_off`), so with top_p = 1
@@ -234,6 +245,8 @@ def generate(
         raise ValueError("generate: no prompts")
     if max_new_tokens < 1 or n < 1:
         raise ValueError(f"generate: n and max_new_tokens must be >= 1; got {n}, {max_new_tokens}")
+    if backend not in BACKENDS:
+        raise ValueError(f"generate: backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
     encoded, truncated, texts = encode_prompts(tokenizer, prompts, max_prompt_length)
     if any(not ids for ids in encoded):
         raise ValueError(f"generate: prompt {next(i for i, ids in enumerate(encoded) if not ids)} is empty")
@@ -249,11 +262,12 @@ def generate(
     with sampling_mode(model), model_defaults_off(model):
         for start in range(0, rows, step):
             part = slice(start, start + step)
-            out = model.generate(
-                input_ids=prompt_ids[part].to(device), attention_mask=prompt_mask[part].long().to(device),
-                generation_config=sampling,
-            )
-            pieces.append(out[:, prompt_ids.shape[1]:].cpu())  # [n, R_part]
+            ids, mask = prompt_ids[part].to(device), prompt_mask[part].to(device)  # [n, P]
+            if backend == "compact":
+                pieces.append(decode_chunk(model, ids, mask, sampling, stop_ids=stop_ids, pad_id=pad_id).cpu())
+            else:
+                out = model.generate(input_ids=ids, attention_mask=mask.long(), generation_config=sampling)
+                pieces.append(out[:, prompt_ids.shape[1]:].cpu())  # [n, R_part]
     width = max(p.shape[1] for p in pieces)
     response_ids = torch.full((rows, width), pad_id, dtype=torch.long)  # [N, R]
     generated = torch.zeros(rows, dtype=torch.long)  # [N] tokens each row's generate call produced

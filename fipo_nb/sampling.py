@@ -49,6 +49,7 @@ def generate_batch(policy, problems, reward_fn, config: TrainConfig) -> tuple[Ba
         policy.model, policy.tokenizer, [p.prompt for p in problems], n=config.samples_per_prompt,
         max_prompt_length=config.max_prompt_length, max_new_tokens=config.max_response_length,
         temperature=config.temperature, top_p=config.top_p, top_k=config.top_k, batch_size=config.rollout_batch_size,
+        backend=config.rollout_backend,
     )
     generated = time.perf_counter()
     rows = [p for p in problems for _ in range(config.samples_per_prompt)]

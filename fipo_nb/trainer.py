@@ -41,8 +41,8 @@ from .core import future_kl, group_advantages
 from .data import DAPO_INSTRUCTION, PromptSampler, load_problems, unique_problems
 from .evaluation import evaluate, length_metrics
 from .interrupts import SafeInterrupt
-from .logprobs import token_logprobs
 from .models import Policy, load_policy
+from .packing import response_logprobs
 from .rewards import MathReward
 from .rollout import Rollout, pad_token_id
 from .runlog import RunLog, format_table_header, format_table_row
@@ -252,9 +252,10 @@ class FIPOTrainer:
 
     def _micro_log_probs(self, part: Rollout) -> torch.Tensor:
         part = part.to(self.policy.device)
-        return token_logprobs(
-            self.policy.model, part.input_ids(), part.attention_mask(), part.prompt_length,
-            temperature=self.config.temperature or 1.0, chunk_size=self.config.logprob_chunk_size,
+        return response_logprobs(
+            self.policy.model, part.prompt_ids, part.prompt_mask, part.response_ids, part.response_mask,
+            pad_id=pad_token_id(self.policy.tokenizer), temperature=self.config.temperature or 1.0,
+            chunk_size=self.config.logprob_chunk_size, pack=self.config.pack_sequences,
         )  # [n, R_part]
 
     def _run_update(self, pending: _Pending) -> bool:
@@ -376,7 +377,8 @@ class FIPOTrainer:
         metrics = evaluate(
             self.policy, self.eval_problems, self.reward_fn, k=config.eval_k, max_prompt_length=config.max_prompt_length,
             max_new_tokens=config.max_response_length, temperature=config.eval_temperature, top_p=config.eval_top_p,
-            batch_size=config.rollout_batch_size, seed=config.seed * 15_485_863 + step,
+            batch_size=config.rollout_batch_size, backend=config.rollout_backend,
+            seed=config.seed * 15_485_863 + step,
             reward_errors=config.reward_errors, error_reward=config.reward_incorrect,
         )
         metrics["time/eval_s"] = time.perf_counter() - started

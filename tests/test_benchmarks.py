@@ -12,11 +12,18 @@ BENCHMARKS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*
 
 
 def test_there_are_benchmarks():
-    assert {p.name for p in BENCHMARKS} >= {"future_kl.py", "logprobs.py", "train_step.py"}
+    assert {p.name for p in BENCHMARKS} >= {"future_kl.py", "logprobs.py", "train_step.py", "rollout.py", "vs_trl.py",
+                                            "gpu_check.py"}
 
 
-@pytest.mark.parametrize("script", BENCHMARKS, ids=lambda p: p.name)
+SLOW = {"vs_trl.py"}  # imports TRL and builds its trainer: ~25 s on 2 cores
+
+
+@pytest.mark.parametrize("script", [pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW else p
+                                    for p in BENCHMARKS], ids=lambda p: p.name)
 def test_benchmark_runs_quick(script, tmp_path):
+    if script.name == "vs_trl.py":
+        pytest.importorskip("trl", reason="benchmarks/vs_trl.py runs TRL's GRPOTrainer: pip install fipo_nb[trl]")
     proc = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, cwd=tmp_path,
                           timeout=600)
     assert proc.returncode == 0, f"{script.name} --quick failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"

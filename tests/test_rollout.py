@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from fipo_nb.models import load_policy
-from fipo_nb.rollout import encode_prompts, generate
+from fipo_nb.rollout import BACKENDS, encode_prompts, generate
 
 PROMPTS = [[{"role": "user", "content": "What is 1 + 2?"}], [{"role": "user", "content": "Name a prime."}]]
 
@@ -82,7 +83,8 @@ def test_greedy_sampling_is_deterministic_and_checkpointing_comes_back():
     assert policy.model.is_activation_checkpointing and policy.model.training
 
 
-def test_the_models_own_generation_defaults_never_reach_sampling():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_models_own_generation_defaults_never_reach_sampling(backend):
     # Qwen2.5-Instruct ships repetition_penalty=1.05 (and top_k, top_p): transformers would merge
     # such defaults into our GenerationConfig and sample from a distribution nobody scores
     from transformers import GenerationConfig
@@ -92,7 +94,7 @@ def test_the_models_own_generation_defaults_never_reach_sampling():
         repetition_penalty=1.5, no_repeat_ngram_size=2, top_k=3, top_p=0.5, min_new_tokens=30, temperature=0.3,
         suppress_tokens=[5, 6, 7], bad_words_ids=[[8], [9]], eos_token_id=plain.tokenizer.eos_token_id,
     )
-    kwargs = dict(n=4, max_prompt_length=64, max_new_tokens=40)
+    kwargs = dict(n=4, max_prompt_length=64, max_new_tokens=40, backend=backend)
     torch.manual_seed(7)
     want = generate(plain.model, plain.tokenizer, PROMPTS, **kwargs)
     torch.manual_seed(7)
@@ -100,3 +102,72 @@ def test_the_models_own_generation_defaults_never_reach_sampling():
     assert torch.equal(want.response_ids, got.response_ids) and want.finish_reasons == got.finish_reasons
     assert want.finish_reasons.count("stop") > 0  # min_new_tokens=30 did not hold the stop token back
     assert loaded.model.get_base_model().generation_config.repetition_penalty == 1.5  # restored afterwards
+
+
+# prompts of three lengths: the chunks' left padding, prefix sharing and early stops all differ
+MIXED = PROMPTS + [[{"role": "user", "content": "Tell me, at some length, about the sea and the ships on it."}]]
+
+
+@pytest.mark.parametrize("temperature, top_p, top_k, batch_size", [
+    (1.0, 1.0, 0, None), (0.7, 1.0, 0, 5), (1.3, 0.8, 0, None), (1.0, 1.0, 7, 4), (0.0, 1.0, 0, 5),
+])
+def test_compact_backend_draws_the_same_samples_as_generate(temperature, top_p, top_k, batch_size):
+    # same random numbers row for row (one multinomial over the whole chunk per step), same processors
+    policy = char_policy()
+    kwargs = dict(n=3, max_prompt_length=512, max_new_tokens=48, temperature=temperature, top_p=top_p, top_k=top_k,
+                  batch_size=batch_size)
+    torch.manual_seed(11)
+    want = generate(policy.model, policy.tokenizer, MIXED, backend="generate", **kwargs)
+    after_want = torch.rand(4)
+    torch.manual_seed(11)
+    got = generate(policy.model, policy.tokenizer, MIXED, backend="compact", **kwargs)
+    assert torch.equal(torch.rand(4), after_want)  # as many random numbers used: the next step samples alike too
+    assert torch.equal(want.response_ids, got.response_ids) and torch.equal(want.response_mask, got.response_mask)
+    assert want.finish_reasons == got.finish_reasons and torch.equal(want.prompt_ids, got.prompt_ids)
+    if temperature > 0:  # the case is worth something only if rows end at different steps
+        assert 1 < len(set(want.response_lengths.tolist()))
+
+
+@pytest.mark.parametrize("name, mode", [("tiny-qwen3", "lora"), ("tiny-qwen2", "qlora")])
+def test_compact_backend_matches_generate_on_qwen_models_and_4bit(name, mode):
+    policy = load_policy(name, mode, lora_r=4, device="cpu")
+    kwargs = dict(n=3, max_prompt_length=512, max_new_tokens=12, temperature=1.0)
+    torch.manual_seed(5)
+    want = generate(policy.model, policy.tokenizer, MIXED, backend="generate", **kwargs)
+    torch.manual_seed(5)
+    got = generate(policy.model, policy.tokenizer, MIXED, backend="compact", **kwargs)
+    assert torch.equal(want.response_ids, got.response_ids) and want.finish_reasons == got.finish_reasons
+
+
+def test_compact_backend_prefills_each_prompt_once_and_drops_finished_rows():
+    policy = char_policy()
+    eos = policy.tokenizer.eos_token_id
+    batch_sizes, calls = [], [0]
+
+    def stop_row_by_row(module, inputs, logits):  # record the batch; from the 3rd step on, row 0 of it says eos
+        batch_sizes.append(logits.shape[0])
+        calls[0] += 1
+        logits[..., eos] = -1e4  # no other row ends by chance
+        if calls[0] >= 3:
+            logits[0, ..., :] = -1e4
+            logits[0, ..., eos] = 0.0
+        return logits
+
+    handle = policy.model.get_output_embeddings().register_forward_hook(stop_row_by_row)
+    out = generate(policy.model, policy.tokenizer, PROMPTS, n=3, max_prompt_length=512, max_new_tokens=40,
+                   temperature=1.0, backend="compact")
+    handle.remove()
+    # prefill: 2 distinct prompts -> token 1 of 6 rows; 6 rows -> token 2; 6 rows -> token 3, one row's is eos;
+    # then one row fewer per step: 5, 4, 3, 2, 1 (the last row's eos ends the loop without another forward)
+    assert batch_sizes == [2, 6, 6, 5, 4, 3, 2, 1]
+    assert out.finish_reasons == ["stop"] * 6 and sorted(out.response_lengths.tolist()) == [3, 4, 5, 6, 7, 8]
+
+
+def test_an_unknown_backend_is_refused_by_name():
+    from fipo_nb.config import TrainConfig
+
+    policy = char_policy()
+    with pytest.raises(ValueError, match="backend must be one of compact, generate; got 'vllm'"):
+        generate(policy.model, policy.tokenizer, PROMPTS, n=2, max_prompt_length=64, max_new_tokens=4, backend="vllm")
+    with pytest.raises(ValueError, match="TrainConfig.rollout_backend must be one of compact, generate"):
+        TrainConfig(rollout_backend="vllm").validate()

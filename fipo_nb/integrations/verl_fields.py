@@ -356,6 +356,8 @@ FIELDS = {  # every TrainConfig field -> its mapping (tests check that none is m
     "seed": _set("seed", "data.seed", "actor_rollout_ref.rollout.seed"),
     "output_dir": _output_dir,
     "logprob_chunk_size": _na("logprob_chunk_size", f"{_NOT_APPLICABLE} computes log-probs with its own kernels"),
+    "rollout_backend": _na("rollout_backend", f"{_NOT_APPLICABLE} samples with vLLM (actor_rollout_ref.rollout.name)"),
+    "pack_sequences": _na("pack_sequences", f"{_NOT_APPLICABLE} removes padding itself (use_remove_padding=true)"),
     "trace_samples": _trace,
     "trace_post_update": lambda x: _fail("trace_post_update", "the post-update Future-KL needs a forward pass after "
                                                               "the step, which verl's actor does not make")

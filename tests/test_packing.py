@@ -1,0 +1,94 @@
+"""fipo_nb.packing: padding-free log-prob passes equal the padded layout's, on real tiny models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fipo_nb.models import load_policy
+from fipo_nb.packing import pack_rows, packing_supported, response_logprobs
+from fipo_nb.presets import apply_overrides, get_preset
+from fipo_nb.rollout import generate, pad_token_id
+from fipo_nb.trainer import FIPOTrainer
+
+PROMPTS = [[{"role": "user", "content": "What is 1 + 2?"}], [{"role": "user", "content": "Name a prime."}],
+           [{"role": "user", "content": "Tell me, at some length, about the sea."}]]
+
+
+def test_rows_are_packed_first_fit_decreasing_into_bins_no_longer_than_the_longest_row():
+    # real lengths (prompt + response): r0 = 2 + 3 = 5, r1 = 1 + 1 = 2, r2 = 2 + 1 = 3, r3 = 1 + 3 = 4, r4 = 1 + 1 = 2
+    prompt_ids = torch.tensor([[11, 12], [0, 21], [31, 32], [0, 41], [0, 51]])
+    prompt_mask = prompt_ids != 0
+    response_ids = torch.tensor([[13, 14, 15], [22, 0, 0], [33, 0, 0], [42, 43, 44], [52, 0, 0]])
+    response_mask = response_ids != 0
+    packed = pack_rows(prompt_ids, prompt_mask, response_ids, response_mask, pad_id=0)
+    # capacity 5; decreasing: r0 (5) -> bin 0 full; r3 (4) -> bin 1 (1 left); r2 (3) -> bin 2 (2 left);
+    # r1 (2) -> bin 2 (0 left); r4 (2) -> bin 3 (3 left): 4 bins of width 5, bin 3 padded after r4
+    assert packed.input_ids.tolist() == [[11, 12, 13, 14, 15], [41, 42, 43, 44, 0], [31, 32, 33, 21, 22],
+                                         [51, 52, 0, 0, 0]]
+    assert packed.position_ids.tolist() == [[0, 1, 2, 3, 4], [0, 1, 2, 3, 0], [0, 1, 2, 0, 1], [0, 1, 0, 1, 2]]
+    # each response token is predicted by the column before it: r0's 13 by column 1 of bin 0, ...
+    assert packed.targets.tolist() == [13, 14, 15, 42, 43, 44, 33, 22, 52]
+    assert packed.predictor.tolist() == [1, 2, 3, 5, 6, 7, 11, 13, 15]
+    assert packed.rows.tolist() == [0, 0, 0, 3, 3, 3, 2, 1, 4] and packed.columns.tolist() == [0, 1, 2, 0, 1, 2, 0, 0, 0]
+
+
+@pytest.mark.parametrize("name", ["tiny-qwen2-char", "tiny-qwen3"])
+def test_packed_log_probs_and_gradients_equal_the_padded_layout(name):
+    policy = load_policy(name, "lora", lora_r=4, device="cpu")
+    torch.manual_seed(0)
+    with torch.no_grad():  # a LoRA B of 0 would make every adapter gradient but B's vanish
+        for param in policy.trainable_parameters():
+            param.normal_(0.0, 0.05)
+    rollout = generate(policy.model, policy.tokenizer, PROMPTS, n=3, max_prompt_length=512, max_new_tokens=24)
+    lengths = torch.minimum(rollout.response_lengths, torch.arange(24, 0, -2)[: len(rollout)])  # [N] all different
+    mask = torch.arange(rollout.response_ids.shape[1])[None, :] < lengths[:, None]  # [N, R]
+    values, grads = {}, {}
+    for pack in (False, True):
+        policy.model.zero_grad(set_to_none=True)
+        out = response_logprobs(policy.model, rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids * mask,
+                                mask, pad_id=pad_token_id(policy.tokenizer), pack=pack)  # [N, R]
+        (out[mask] * torch.linspace(-1, 1, int(mask.sum()))).sum().backward()
+        values[pack] = out.detach()
+        grads[pack] = torch.cat([p.grad.flatten() for p in policy.trainable_parameters()])
+    torch.testing.assert_close(values[True][mask], values[False][mask], rtol=0, atol=2e-5)
+    assert (values[True][~mask] == 0).all()
+    scale = grads[False].abs().max().item()  # float32 sums in another order: ~1e-7 of the largest entry
+    torch.testing.assert_close(grads[True], grads[False], rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_a_model_that_ignores_packing_gets_the_padded_layout(monkeypatch):
+    import transformers.masking_utils as masking
+
+    policy = load_policy("tiny-qwen2-char", "lora", lora_r=4, device="cpu")
+    torch.manual_seed(0)
+    rollout = generate(policy.model, policy.tokenizer, PROMPTS, n=2, max_prompt_length=512, max_new_tokens=12)
+    args = (rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids, rollout.response_mask)
+    with torch.no_grad():
+        padded = response_logprobs(policy.model, *args, pad_id=0, pack=False)
+        monkeypatch.setattr(masking, "find_packed_sequence_indices", lambda position_ids: None)  # plain causal mask
+        assert not packing_supported(policy.model)  # sequences would see each other: detected
+        assert torch.equal(response_logprobs(policy.model, *args, pad_id=0, pack=True), padded)
+
+
+def test_a_packed_step_equals_a_padded_step_and_its_first_update_is_on_policy(tmp_path):
+    results = {}
+    for pack in (True, False):
+        config = apply_overrides(get_preset("cpu-smoke"), [f"output_dir={tmp_path / str(pack)}",
+                                                           f"pack_sequences={pack}", "micro_batch_size=5"])
+        results[pack] = FIPOTrainer(config, reward_fn=lambda p, r, s: float(sum(map(ord, r)) % 2)).step()
+    packed, padded = results[True], results[False]
+    assert torch.equal(packed.rollout.response_ids, padded.rollout.response_ids)  # sampling is untouched
+    mask = packed.rollout.response_mask
+    torch.testing.assert_close(packed.old_log_probs[mask], padded.old_log_probs[mask], rtol=0, atol=1e-5)
+    first = packed.mini_batch == 0
+    assert (packed.log_ratio[first] == 0).all()  # old log-probs and the 1st update pack the same micro-batches
+    torch.testing.assert_close(packed.weights, padded.weights, rtol=0, atol=1e-4)
+
+
+def test_doctests_in_packing_pass():
+    import doctest
+
+    import fipo_nb.packing
+
+    assert doctest.testmod(fipo_nb.packing).failed == 0
