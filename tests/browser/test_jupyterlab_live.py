@@ -71,7 +71,8 @@ def jupyterlab(tmp_path):
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
          "--ServerApp.port=0", "--ServerApp.port_retries=0",  # the server picks a free port and reports it
          f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}", "--LabApp.news_url=",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+         "--LabApp.expose_app_in_browser=True"],  # window.jupyterapp: run the cells by command, not by clicks
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
     )
     info = runtime / f"jpserver-{server.pid}.json"  # written once the server listens: its real port
@@ -87,7 +88,7 @@ def jupyterlab(tmp_path):
                 time.sleep(0.25)
         else:
             raise RuntimeError("JupyterLab did not start:\n" + (tmp_path / "jupyterlab.log").read_text())
-        yield base, token
+        yield base, token, tmp_path / "jupyterlab.log"
     finally:
         kernels = kernel_pids(runtime)
         stop(server.pid)
@@ -97,8 +98,17 @@ def jupyterlab(tmp_path):
         assert server.poll() is not None and not kernel_pids(runtime)
 
 
+def notebook_state(page) -> str:
+    """What the notebook shows: each cell's prompt and output text (for a failure's message)."""
+    return page.evaluate("""() => [...document.querySelectorAll('.jp-Notebook .jp-Cell')].map((cell, i) => {
+        const prompt = cell.querySelector('.jp-InputPrompt')?.innerText ?? '';
+        const out = [...cell.querySelectorAll('.jp-OutputArea-output')].map(o => o.innerText).join('\\n');
+        return `cell ${i} ${prompt}\\n${out.slice(-3000)}`;
+    }).join('\\n')""")
+
+
 def test_token_view_renders_live_in_jupyterlab(page, jupyterlab, artifacts):
-    base, token = jupyterlab
+    base, token, log = jupyterlab
     outside = []
 
     def local_only(route):
@@ -111,14 +121,30 @@ def test_token_view_renders_live_in_jupyterlab(page, jupyterlab, artifacts):
     page.route("**/*", local_only)
     page.goto(f"{base}/lab/tree/live.ipynb?token={token}", timeout=120_000)
     page.locator(".jp-Notebook").wait_for(timeout=120_000)
-    page.locator(".jp-Notebook .jp-Cell").first.click()
-    run = page.locator('[data-command="notebook:run-cell-and-select-next"]').first
-    run.wait_for(timeout=60_000)
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
-    run.click()
-    run.click()
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.commands.hasCommand('notebook:run-all-cells')",
+                           timeout=120_000)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=300_000)
+
+    def run_all():  # the command acts on the current notebook: a click on a cell makes it current
+        page.locator(".jp-Notebook .jp-Cell").first.click()
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+    run_all()
+    prompts = page.locator(".jp-Notebook .jp-Cell .jp-InputPrompt")
+    asked = time.monotonic()
     tokens = page.locator(".fipo-tokenview .fipo-text .fipo-tok")
-    tokens.first.wait_for(timeout=180_000)
+    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'] .ansi-red-fg")
+    deadline = time.monotonic() + 480  # a loaded 2-core machine: kernel start, torch import, two steps
+    while not tokens.first.is_visible():
+        failed = errors.count() > 0
+        if failed or time.monotonic() > deadline:
+            page.screenshot(path=str(artifacts / "jupyterlab_failure.png"))
+            pytest.fail(("a cell raised" if failed else "no TokenView after 480 s") + ":\n" + notebook_state(page)
+                        + "\n--- jupyterlab log (end) ---\n" + log.read_text()[-4000:])
+        if time.monotonic() - asked > 30 and all(p.strip() == "[ ]:" for p in prompts.all_inner_texts()):
+            run_all()  # the command found no current notebook (nothing queued): ask again
+            asked = time.monotonic()
+        page.wait_for_timeout(1000)
     assert tokens.count() > 1
     tokens.nth(1).hover()
     tip = page.locator(".fipo-tip")
