@@ -35,7 +35,7 @@ from fipo_nb.rollout import (
     sampling_config,
     sampling_mode,
 )
-from fipo_nb.trainer import load_config_problems
+from fipo_nb.data import config_problems
 
 
 def main() -> None:
@@ -58,8 +58,8 @@ def main() -> None:
 
 
 def demo_prompts(count: int) -> list:
-    config = get_preset("demo")  # reasoning-gym one-digit sums, as `make demo` trains on
-    return [p.prompt for p in load_config_problems(config, config.data, None)[:count]]
+    config = get_preset("demo")  # the built-in one-digit sums `make demo` trains on
+    return [p.prompt for p in config_problems(config, "train")[:count]]
 
 
 def run(args) -> None:

@@ -40,7 +40,7 @@ import torch
 
 from fipo_nb.presets import apply_overrides, get_preset
 from fipo_nb.rewards import MathReward, score_responses
-from fipo_nb.trainer import FIPOTrainer, load_config_problems
+from fipo_nb.trainer import FIPOTrainer
 
 LORA_TARGETS = "all-linear"
 

@@ -33,7 +33,7 @@ from urllib.parse import unquote
 
 __all__ = [
     "DAPO_INSTRUCTION", "DataError", "Problem", "PromptSampler", "champ_problems", "from_records",
-    "load_problems", "reasoning_gym_problems", "single_digit_problems", "unique_problems",
+    "config_problems", "load_problems", "reasoning_gym_problems", "single_digit_problems", "unique_problems",
 ]
 
 DAPO_INSTRUCTION = (
@@ -275,12 +275,13 @@ def _query_value(text: str) -> Any:
 
 
 def load_problems(
-    source: Any, *, limit: int | None = None, instruction: str | None = DAPO_INSTRUCTION, seed: int = 0
+    source: Any, *, limit: int | None = None, instruction: str | None = DAPO_INSTRUCTION, seed: int = 0,
+    size: int | None = None,
 ) -> list[Problem]:
     """Problems from a file, a list of dicts, or a named offline source (see the module doc).
 
-    `limit` keeps the first rows (and is the default size of procedural sources); `seed` is the
-    default seed of procedural sources ("?seed=S" overrides it).
+    `limit` keeps the first rows; `size` (else `limit`, else 64) and `seed` are the defaults of a
+    procedural source ("?size=N&seed=S" override them).
     """
     from .tasks import TASKS  # tasks.py builds on this module
 
@@ -289,7 +290,7 @@ def load_problems(
     name, _, query = source.partition("?") if isinstance(source, str) else ("", "", "")
     if name in ("champ", "single-digit", *TASKS) or name.startswith("reasoning-gym:"):
         options = {k: _query_value(v) for k, v in _query_pairs(query)}
-        size = options.pop("size", limit if limit is not None else 64)
+        size = options.pop("size", next((n for n in (size, limit) if n is not None), 64))
         seed = options.pop("seed", seed)
         if name in ("champ", "single-digit") and options:
             raise ValueError(f"load_problems: {name!r} takes only size and seed; unknown option(s) {sorted(options)}")
@@ -384,6 +385,27 @@ def single_digit_problems(
     return problems
 
 
+def config_problems(config, which: str) -> list[Problem]:
+    """The problems a run trains (`which="train"`) or evaluates (`"eval"`) on, as its TrainConfig names them.
+
+    train: the first `data_limit` rows of `config.data`. eval: the rows of `config.eval_data` that
+    hold its first `eval_limit` distinct problems, repeats kept (evaluation samples each problem once
+    and counts the repeats as eval/duplicates); a procedural eval source makes `eval_limit` problems.
+    """
+    instruction = {"dapo": DAPO_INSTRUCTION, "none": None}.get(config.instruction, config.instruction)
+    if which == "train":
+        return load_problems(config.data, limit=config.data_limit, instruction=instruction, seed=config.seed)
+    if which != "eval":
+        raise ValueError(f"config_problems: which must be 'train' or 'eval', not {which!r}")
+    rows = load_problems(config.eval_data, instruction=instruction, seed=config.seed, size=config.eval_limit)
+    keep = {_problem_key(p) for p in unique_problems(rows)[: config.eval_limit]}
+    return [p for p in rows if _problem_key(p) in keep]
+
+
+def _problem_key(problem: Problem) -> tuple[str, str]:
+    return json.dumps(problem.prompt, sort_keys=True), str(problem.answer)
+
+
 def unique_problems(problems) -> list:
     """`problems` without repeats of the same prompt and answer, in first-seen order.
 
@@ -394,7 +416,7 @@ def unique_problems(problems) -> list:
     """
     seen, out = set(), []
     for problem in problems:
-        key = (json.dumps(problem.prompt, sort_keys=True), str(problem.answer))
+        key = _problem_key(problem)
         if key not in seen:
             seen.add(key)
             out.append(problem)

@@ -38,7 +38,7 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .core import future_kl, group_advantages
-from .data import DAPO_INSTRUCTION, PromptSampler, load_problems, unique_problems
+from .data import PromptSampler, config_problems
 from .evaluation import evaluate, length_metrics
 from .interrupts import SafeInterrupt
 from .models import Policy, load_policy
@@ -118,11 +118,6 @@ def _lr_multiplier(config: TrainConfig):
     return multiplier
 
 
-def load_config_problems(config: TrainConfig, source, limit) -> list:
-    instruction = {"dapo": DAPO_INSTRUCTION, "none": None}.get(config.instruction, config.instruction)
-    return load_problems(source, limit=limit, instruction=instruction, seed=config.seed)
-
-
 class FIPOTrainer:
     """FIPO (or DAPO / GRPO, by `config.fipo.loss`) training, one `step()` at a time.
 
@@ -143,12 +138,10 @@ class FIPOTrainer:
         if config.advantage_estimator != "grpo":
             raise ValueError(f"advantage_estimator {config.advantage_estimator!r} (PPO) needs a critic, which only the "
                              "scale-out path has: `fipo-nb launch verl`")
-        self.problems = list(problems) if problems is not None else load_config_problems(config, config.data,
-                                                                                         config.data_limit)
+        self.problems = list(problems) if problems is not None else config_problems(config, "train")
         self.eval_problems = eval_problems  # data first: a bad file fails before a model is loaded
-        if eval_problems is None and config.eval_data is not None:  # eval_limit counts unique problems
-            self.eval_problems = unique_problems(load_config_problems(config, config.eval_data, None))
-            self.eval_problems = self.eval_problems[: config.eval_limit]
+        if eval_problems is None and config.eval_data is not None:  # eval_limit counts distinct problems
+            self.eval_problems = config_problems(config, "eval")
         torch.manual_seed(config.seed)
         self.policy = policy or load_policy(
             config.model, config.mode, lora_r=config.lora_r, lora_alpha=config.lora_alpha,

@@ -331,3 +331,19 @@ def test_broken_json_and_parquet_files_are_named(tmp_path):
     (tmp_path / "dapo.parquet").write_bytes(b"not a parquet file")
     with pytest.raises(DataError, match="dapo.parquet: not a readable parquet file"):
         load_problems(tmp_path / "dapo.parquet")
+
+
+def test_config_problems_eval_limit_counts_distinct_problems_and_sizes_procedural_sources(tmp_path):
+    from fipo_nb.config import TrainConfig
+    from fipo_nb.data import config_problems
+
+    many = config_problems(TrainConfig(eval_data="arithmetic", eval_limit=100, instruction="none"), "eval")
+    assert len(many) == 100  # not the 64 a procedural source makes by default
+    rows = [{"problem": f"{d} + 1 = ?", "answer": str(d + 1)} for d in range(5) for _ in range(3)]
+    (tmp_path / "aime.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kept = config_problems(TrainConfig(eval_data=str(tmp_path / "aime.jsonl"), eval_limit=2), "eval")
+    assert [p.answer for p in kept] == ["1"] * 3 + ["2"] * 3  # the first two problems, each with its repeats
+    train = config_problems(TrainConfig(data=str(tmp_path / "aime.jsonl"), data_limit=4), "train")
+    assert len(train) == 4
+    with pytest.raises(ValueError, match="'val'"):
+        config_problems(TrainConfig(), "val")

@@ -79,3 +79,16 @@ def test_evaluation_follows_reward_errors(tmp_path):
     with pytest.warns(UserWarning):
         metrics = evaluate(policy, problems, broken, reward_errors="incorrect", error_reward=-1.0, **kwargs)
     assert metrics["eval/reward_errors"] == 2 and metrics["eval/avg@2"] == 0.0 and metrics["eval/reward_mean"] == -1.0
+
+
+def test_a_run_counts_the_repeats_of_its_eval_file(tmp_path):
+    # eval_limit counts distinct problems; the trainer keeps their repeats so eval/duplicates reports them
+    rows = [{"problem": f"{d} + 1 = ?", "answer": str(d + 1)} for d in range(3) for _ in range(4)]
+    (tmp_path / "aime.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = apply_overrides(get_preset("cpu-smoke"), [
+        f"output_dir={tmp_path / 'run'}", f"eval_data={tmp_path / 'aime.jsonl'}", "eval_limit=2", "eval_every=1",
+        "eval_k=2",
+    ])
+    FIPOTrainer(config).train(1, progress=False)
+    row = json.loads((tmp_path / "run" / "eval.jsonl").read_text().splitlines()[0])
+    assert row["eval/problems"] == 2 and row["eval/duplicates"] == 6

@@ -141,17 +141,15 @@ def write_data(launch: Launch) -> list[Path]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ..data import DAPO_INSTRUCTION, load_problems, unique_problems
+    from ..data import config_problems, unique_problems
 
     written = []
-    for which, (source, target) in launch.conversions.items():
-        limit = launch.config.data_limit if which == "train" else launch.config.eval_limit
-        c = launch.config
-        instruction = {"dapo": DAPO_INSTRUCTION, "none": None}.get(c.instruction, c.instruction)
+    c = launch.config
+    for which, (_, target) in launch.conversions.items():  # the source is c.data or c.eval_data
         if which == "val":  # eval_k samples per distinct problem, as fipo_nb's own evaluation
-            problems = unique_problems(load_problems(source, instruction=instruction, seed=c.seed))[:limit]
+            problems = unique_problems(config_problems(c, "eval"))
         else:
-            problems = load_problems(source, limit=limit, instruction=instruction, seed=c.seed)
+            problems = config_problems(c, "train")
         rows = [{"data_source": "math_dapo", "prompt": p.prompt, "ability": "math",
                  "reward_model": {"ground_truth": p.answer, "style": "rule"},
                  "extra_info": {"index": i, "id": p.id}} for i, p in enumerate(problems)]
