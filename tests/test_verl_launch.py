@@ -82,6 +82,7 @@ def test_the_baselines_run_verls_own_losses(tmp_path):
 
 @pytest.mark.parametrize("setting, field", [
     ("mode=qlora", "TrainConfig.mode"), ("answer_mode=boxed", "TrainConfig.answer_mode"),
+    ("answer_mode=answer_line", "TrainConfig.answer_mode"), ("answer_mode=auto", "TrainConfig.answer_mode"),
     ("overlong_filter=true", "TrainConfig.overlong_filter"), ("reward_incorrect=0", "TrainConfig.reward_incorrect"),
     ("trace_post_update=true", "TrainConfig.trace_post_update"), ("device=cpu", "TrainConfig.device"),
     ("model=tiny-qwen2", "TrainConfig.model"), ("fipo.dual_clip=none", "FIPOConfig.dual_clip"),
@@ -114,7 +115,7 @@ def test_cli_prints_overrides_one_per_line():
 def test_cli_writes_launch_overrides_plan_and_converted_data(tmp_path):
     out = tmp_path / "small"
     done = fipo_nb("launch", "verl", "--preset", "qlora-qwen2.5-0.5b", "--set", "mode=lora", "--set",
-                   "answer_mode=answer_line", "--set", "data=single-digit?size=32", "--out", str(out))
+                   "answer_mode=dapo", "--set", "data=single-digit?size=32", "--out", str(out))
     assert done.returncode == 0, done.stderr
     listed = (out / "overrides.txt").read_text().splitlines()
     script = (out / "launch.sh").read_text()

@@ -18,8 +18,12 @@ are overridden:
 * `_prepare_inputs`: when TRL has generated a batch and split it into `steps_per_generation`
   micro-batches, count the response tokens of each optimizer update (gradient_accumulation_steps
   micro-batches, summed over processes), so that the token-mean is over exactly the tokens of the
-  update, as in the paper. (TRL's "dapo" divides by the generation batch's count times GA / S,
-  the average update's count; both agree when a generation feeds one update.)
+  update. (TRL's "dapo" divides by the generation batch's count times GA / S, the average
+  update's count; both agree when a generation feeds one update.) These are all the response
+  tokens of the update, sequences removed by FIPO's drop rule included, as verl 0.9.1 counts
+  them; the official code and fipo_nb's own trainer divide by the kept tokens only. (Which
+  sequences are dropped is known only once each micro-batch's forward has run, and TRL's
+  Trainer clips the gradients before any hook could rescale them.)
 
 FIPO acts only on the second and later updates of a generation, against the log-probs that TRL
 computes with the training model right after generating: updates per generation =

@@ -233,9 +233,9 @@ def _reward_value(name: str, expected: float):
 
 
 def _answer_mode(x: _Context):
-    if x.c.answer_mode not in ("dapo", "answer_line"):
-        _fail("answer_mode", f"verl's DAPO reward manager reads the 'Answer:' line (answer_mode dapo or answer_line); "
-                             f"got {x.c.answer_mode!r}")
+    if x.c.answer_mode != "dapo":  # the other modes score differently (math-verify, \\boxed{}, the last number)
+        _fail("answer_mode", f"verl scores with its own DAPO scorer (math_dapo), which is answer_mode=dapo; "
+                             f"got {x.c.answer_mode!r}: set answer_mode=dapo")
     return ["reward.reward_manager.name=dapo"]
 
 

@@ -96,7 +96,7 @@ def test_paper_ppo_32b_has_gae_and_a_critic(hydra, tmp_path, qwen32b_folder):
 
 
 def test_a_small_preset_composes_on_one_gpu(hydra, tmp_path):
-    config = apply_overrides(get_preset("qlora-qwen2.5-0.5b"), ["mode=lora", "answer_mode=answer_line",
+    config = apply_overrides(get_preset("qlora-qwen2.5-0.5b"), ["mode=lora", "answer_mode=dapo",
                                                                 "data=single-digit?size=64"])
     job = launch(config, out=tmp_path)
     write_launch(job)
