@@ -274,7 +274,7 @@ DROPOUT_KEYS = ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop",
                 "attn_dropout", "resid_dropout", "dropout_p", "dropout_rate")
 
 
-def _no_dropout(model) -> None:
+def switch_off_dropout(model) -> None:
     """Zero every dropout probability: models stay in train() mode (see module doc).
 
     The config alone is not enough: Qwen2 / Llama attention copies `config.attention_dropout`
@@ -362,7 +362,7 @@ def load_policy(
         raise ValueError("load_policy: mode='qlora' needs a name or path (quantisation happens at load time)")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    _no_dropout(model)
+    switch_off_dropout(model)
     if quantization is None:
         model.to(device=device, dtype=dtype)
     if gradient_checkpointing:

@@ -41,7 +41,7 @@ from .core import future_kl, group_advantages
 from .data import PromptSampler, config_problems
 from .evaluation import evaluate, length_metrics
 from .interrupts import SafeInterrupt
-from .models import Policy, load_policy
+from .models import Policy, load_policy, switch_off_dropout
 from .packing import response_logprobs
 from .rewards import MathReward
 from .rollout import Rollout, pad_token_id
@@ -148,6 +148,8 @@ class FIPOTrainer:
             target_modules=_target_modules(config.lora_target_modules), dtype=config.dtype, device=config.device,
             gradient_checkpointing=config.gradient_checkpointing, seed=config.seed,
         )
+        if policy is not None:  # a Policy built elsewhere: its dropout off too (load_policy does it for its own)
+            switch_off_dropout(self.policy.model)
         self.reward_fn = reward_fn or MathReward(
             correct=config.reward_correct, incorrect=config.reward_incorrect, mode=config.answer_mode
         )

@@ -239,6 +239,19 @@ def test_dropout_in_the_attention_modules_is_switched_off(tmp_path):
     assert (result.weights[first] == 1).all()
 
 
+def test_a_policy_built_elsewhere_has_its_dropout_switched_off_too(tmp_path):
+    from fipo_nb.models import Policy, tiny_model
+
+    config = smoke(tmp_path)
+    model, tokenizer = tiny_model(config.model)
+    model = type(model)(type(model.config)(**{**model.config.to_dict(), "attention_dropout": 0.1}))
+    with pytest.warns(UserWarning, match="attention_dropout"):
+        trainer = FIPOTrainer(config, policy=Policy(model, tokenizer, "tiny", "full"), reward_fn=coin)
+    assert all(getattr(m, "attention_dropout", 0.0) == 0.0 for m in trainer.policy.model.modules())
+    first = trainer.step()
+    assert (first.log_ratio[first.mini_batch == 0] == 0).all()
+
+
 def test_warm_up_starts_at_zero_as_verl(tmp_path):
     # verl: step k (1-based) trains at lr * (k - 1) / N; the first step changes no weight
     trainer = FIPOTrainer(smoke(tmp_path, "lr_warmup_steps=4", "lr=0.01"), reward_fn=coin)
