@@ -37,11 +37,11 @@ from verl.workers.config import PolicyLossConfig
 from ..config import FIPOConfig
 from ..core import policy_loss
 from ..trace import token_pieces
+from ..update import merge_loss_metrics
 
 LOSS_NAME = "fipo_nb"
 PHASE_SAMPLE = 64  # responses per step whose reasoning phase goes into metrics.jsonl
 AGGREGATION = {"fipo": "token-mean", "dapo": "token-mean", "grpo": "seq-mean-token-mean"}
-COUNTS = ("policy/tokens", "policy/kept_tokens", "policy/sequences")  # summed over micro-batches, not averaged
 # fipo_nb metric -> verl's name (the trainer prefixes "actor/" to whatever lacks it)
 VERL_NAMES = {"policy/clip_frac": "actor/pg_clipfrac", "policy/dual_clip_frac": "actor/pg_clipfrac_lower",
               "policy/approx_kl": "actor/ppo_kl"}
@@ -165,7 +165,7 @@ class TraceHook:
     def _reset_step(self):
         self.candidates = []  # trace records of rows that may be traced this step
         self.lengths, self.rewards, self.texts = [], [], []
-        self.metric_sums, self.metric_tokens, self.extremes = {}, 0.0, {}
+        self.loss_metrics = []  # policy_loss's metrics of each micro-batch, merged as fipo_nb's trainer merges them
 
     def _open(self, run_dir: str):
         from ..trace import trace_steps
@@ -214,16 +214,7 @@ class TraceHook:
         if reward_key is not None:
             rewards = data.select(reward_key).to_padded_tensor()[reward_key].float().sum(-1)  # [B]
         lengths = mask.sum(dim=1)  # [B]
-        tokens = float(mask.sum())
-        for key, value in out.metrics.items():
-            if key.endswith("_min") or key.endswith("_max"):
-                pick = min if key.endswith("_min") else max
-                self.extremes[key] = pick(self.extremes.get(key, value), value)
-            elif key in COUNTS:
-                self.metric_sums[key] = self.metric_sums.get(key, 0.0) + value
-            else:
-                self.metric_sums[key] = self.metric_sums.get(key, 0.0) + value * tokens
-        self.metric_tokens += tokens
+        self.loss_metrics.append(out.metrics)
         kept = out.token_mask.any(dim=1)  # [B]
         limit = _non_tensor(data, "max_response_len", -1)
         for i in range(mask.shape[0]):
@@ -296,10 +287,7 @@ class TraceHook:
             row["accuracy/mean"] = sum(r > 0 for r in self.rewards) / len(self.rewards)
         if self.texts:
             row.update(phases.summarize(self.texts))
-        for key, total in self.metric_sums.items():
-            count = 1 if key in COUNTS else self.metric_tokens
-            row[key] = total / count if count else 0.0
-        row.update(self.extremes)
+        row.update(merge_loss_metrics(self.loss_metrics))
         return row
 
 

@@ -74,3 +74,27 @@ def test_other_ranks_write_nothing(tmp_path, monkeypatch):
     config = type("Actor", (), {"policy_loss": Settings(loss_mode="fipo_nb", trace_dir=str(tmp_path))})()
     hook.observe(config, {"log_probs": torch.zeros(1)}, data=None)
     assert not any(tmp_path.iterdir())
+
+
+def test_step_metrics_merge_micro_batches_as_the_trainer_does():
+    # an empty micro-batch (every token masked) reports min = max = 0: it must not pull the step's extremes
+    from fipo_nb import phases
+    from fipo_nb.config import FIPOConfig
+    from fipo_nb.core import policy_loss
+    from fipo_nb.integrations import verl_plugin
+
+    generator = torch.Generator().manual_seed(0)
+    old = torch.randn(4, 6, generator=generator) - 2
+    new = old + 0.3 * torch.randn(4, 6, generator=generator)
+    new[1, 2:4] = old[1, 2:4] + 4.0  # two negative-advantage tokens past the dual clip: the sequence is dropped
+    advantages = torch.tensor([1.0, -1.0, 1.0, -1.0])[:, None].expand(4, 6)
+    full = policy_loss(new, old, advantages, torch.ones(4, 6, dtype=torch.bool), FIPOConfig())
+    empty = policy_loss(new[:2], old[:2], advantages[:2], torch.zeros(2, 6, dtype=torch.bool), FIPOConfig())
+    hook = verl_plugin.TraceHook()
+    hook.loss_metrics = [full.metrics, empty.metrics]
+    row = hook.step_metrics(phases)
+    assert row["fipo/weight_min"] == full.metrics["fipo/weight_min"] > 0
+    assert row["fipo/weight_max"] == full.metrics["fipo/weight_max"]
+    assert row["policy/sequences"] == 4 and row["policy/tokens"] == 24
+    assert full.metrics["policy/dropped_seq_frac"] == 0.25
+    assert row["policy/dropped_seq_frac"] == 0.25  # weighted by sequences: the empty part has none
