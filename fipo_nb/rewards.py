@@ -60,6 +60,10 @@ ANSWER_LINE = re.compile(r"(?i)Answer\s*:\s*([^\n]+)")  # the official DAPO rewa
 BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 NUMBER = re.compile(r"(?<![\d)])-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?")  # "5-3" ends in 3, not -3
 TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm)\{([^{}]*)\}")
+TEXT_GROUP = re.compile(r"\\(?:text[a-z]*|mbox|mathrm|operatorname)\s*\{([^{}]*)\}")
+# inside a \text{} beside the answer: another number, brackets, or a word of doubt ("12 \text{ (or 5)}")
+HEDGE_IN_TEXT = re.compile(r"[\d()\[\],;?]|\b(?:or|and|not|maybe|perhaps|possibly|probably|either|unsure|sure|guess"
+                           r"|think|approx\w*|about|roughly)\b", re.IGNORECASE)
 THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")  # "1,000": one number, not the list {1, 0}
 # math-verify's own LaTeX normalisation (units, \text{}, \left, malformed \frac12 ...), except that a
 # \boxed{} inside the answer is not pulled out of it: "5 or \boxed{12}" must stay a hedge
@@ -199,6 +203,9 @@ def _whole(answer: str) -> Any:
     """`answer` parsed as ONE expression (a number, a set, an equation ...), or None when the whole
     string is not one: "5 (or 12)" and "0, 1, 2, ..., 12" do not parse, "12 or 13" is {12, 13}."""
     text = _clean(answer)
+    groups = TEXT_GROUP.findall(text)
+    if text.strip() not in (f"\\text{{{g}}}" for g in groups) and any(HEDGE_IN_TEXT.search(g) for g in groups):
+        return None  # units may sit in a \text{} beside the answer ("12 \text{ cm}"), a second answer may not
     if THOUSANDS.fullmatch(text):
         text = text.replace(",", "")
     latex = normalize_latex(text, WHOLE_ANSWER)

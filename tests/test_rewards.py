@@ -251,6 +251,9 @@ HEDGES = [  # gold 12: each names 12 somewhere, none answers 12
     "so the answer is \\boxed{0, 1, \\ldots, 12}",
     "so the answer is \\boxed{5 (or 12)}",
     "so the answer is \\boxed{12 \\text{ or } 13}.",
+    "Answer: 12 \\text{ (or 5)}",  # a second answer inside a \text{} beside the first
+    "Answer: $12 \\text{ (not sure)}$",
+    "so the answer is \\boxed{12 \\mbox{(maybe 5)}}",
 ]
 
 
@@ -271,6 +274,8 @@ CLEAN = [  # (response, the modes that credit it for gold 12)
     ("Answer: $\\boxed{12}$", {"auto", "dapo", "answer_line", "boxed", "last_number"}),
     ("Answer: x = 12", {"auto", "dapo", "answer_line", "last_number"}),
     ("Answer: 12 cm", {"auto", "dapo", "answer_line", "last_number"}),
+    ("Answer: 12 \\text{ cm}", {"auto", "dapo", "answer_line", "last_number"}),  # a unit in \text{} is no hedge
+    ("so \\boxed{12\\text{ apples}}", {"auto", "boxed", "last_number"}),
     ("**Answer:** 12.", {"auto", "answer_line", "last_number"}),  # DAPO: "12." != "12"
     ("so \\boxed{12}.", {"auto", "boxed", "last_number"}),
     ("3 + 9 = 12", {"last_number"}),
