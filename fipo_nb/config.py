@@ -187,7 +187,7 @@ class TrainConfig:
     top_p: float = 1.0
     """Nucleus sampling (official: 1.0, i.e. off)."""
     top_k: int = 0
-    """Top-k sampling; 0 is off."""
+    """Top-k sampling, in training and evaluation (the DAPO recipe's val_kwargs.top_k is top_k); 0 is off."""
     rollout_batch_size: int | None = None
     """Rows sampled together (memory); None: the whole rollout at once."""
     rollout_backend: str = "compact"

@@ -39,6 +39,7 @@ def evaluate(
     max_new_tokens: int,
     temperature: float = 1.0,
     top_p: float = 1.0,
+    top_k: int = 0,
     batch_size: int | None = None,
     backend: str = "compact",
     seed: int = 0,
@@ -61,7 +62,7 @@ def evaluate(
         torch.manual_seed(seed)
         rollout = generate(
             policy.model, policy.tokenizer, [p.prompt for p in problems], n=k, max_prompt_length=max_prompt_length,
-            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, batch_size=batch_size,
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, batch_size=batch_size,
             backend=backend,
         )
     rows = [p for p in problems for _ in range(k)]

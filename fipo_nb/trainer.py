@@ -372,7 +372,7 @@ class FIPOTrainer:
         metrics = evaluate(
             self.policy, self.eval_problems, self.reward_fn, k=config.eval_k, max_prompt_length=config.max_prompt_length,
             max_new_tokens=config.max_response_length, temperature=config.eval_temperature, top_p=config.eval_top_p,
-            batch_size=config.rollout_batch_size, backend=config.rollout_backend,
+            top_k=config.top_k, batch_size=config.rollout_batch_size, backend=config.rollout_backend,
             seed=config.seed * 15_485_863 + step,
             reward_errors=config.reward_errors, error_reward=config.reward_incorrect,
         )

@@ -92,3 +92,22 @@ def test_a_run_counts_the_repeats_of_its_eval_file(tmp_path):
     FIPOTrainer(config).train(1, progress=False)
     row = json.loads((tmp_path / "run" / "eval.jsonl").read_text().splitlines()[0])
     assert row["eval/problems"] == 2 and row["eval/duplicates"] == 6
+
+
+def test_evaluation_samples_with_the_runs_top_k(tmp_path):
+    # verl's recipe validates with val_kwargs.top_k = top_k: fipo_nb's evaluation samples with config.top_k too
+    seen = {}
+
+    def record(prompt, response, sample):
+        seen.setdefault(prompt, []).append(response)
+        return 0.0
+
+    for top_k in (0, 1):
+        seen.clear()
+        config = apply_overrides(get_preset("cpu-smoke"), [
+            f"output_dir={tmp_path / str(top_k)}", "eval_data=single-digit?size=3&seed=5", "eval_k=4", f"top_k={top_k}",
+        ])
+        FIPOTrainer(config, reward_fn=record).evaluate(step=0)
+        same = [len(set(responses)) == 1 for responses in seen.values()]
+        assert len(same) == 3 and all(len(r) == 4 for r in seen.values())
+        assert all(same) if top_k == 1 else not all(same)  # top_k=1: each problem's k samples are its argmax path
