@@ -147,6 +147,8 @@ def _cmd_launch(args: argparse.Namespace) -> int:
         print("\n".join(job.overrides))
         for note in job.notes:
             print(f"# not used under verl: {note}", file=sys.stderr)
+        for warning in job.warnings:
+            print(f"# check before launching: {warning}", file=sys.stderr)
         if job.conversions and args.out is None:
             print("# --out DIR also writes the converted data files named above", file=sys.stderr)
     if args.out is not None or not args.print_overrides:

@@ -295,16 +295,21 @@ def load_problems(
         if name in ("champ", "single-digit") and options:
             raise ValueError(f"load_problems: {name!r} takes only size and seed; unknown option(s) {sorted(options)}")
         if name == "champ":
-            return champ_problems(limit, instruction=instruction)
-        if name == "single-digit":
-            return single_digit_problems(size, seed, instruction=instruction)[:limit]
-        if name in TASKS:
+            problems = champ_problems(limit, instruction=instruction)
+        elif name == "single-digit":
+            problems = single_digit_problems(size, seed, instruction=instruction)[:limit]
+        elif name in TASKS:
             try:
-                return TASKS[name](size, seed, instruction=instruction, **options)[:limit]
+                problems = TASKS[name](size, seed, instruction=instruction, **options)[:limit]
             except TypeError as exc:  # an unknown option
                 raise ValueError(f"load_problems: {name!r}: bad option(s) {sorted(options)}: {exc}") from exc
-        task = name.removeprefix("reasoning-gym:")
-        return reasoning_gym_problems(task, size, seed, instruction=instruction, **options)[:limit]
+        else:
+            task = name.removeprefix("reasoning-gym:")
+            problems = reasoning_gym_problems(task, size, seed, instruction=instruction, **options)[:limit]
+        if not problems:
+            raise DataError(f"the data source {source!r} made no problems (size={size}, limit={limit}); "
+                            "nothing to train or evaluate on")
+        return problems
     path = Path(os.fspath(source))
     if not path.is_file():
         raise FileNotFoundError(f"load_problems: no such file: {path}")
@@ -393,11 +398,15 @@ def config_problems(config, which: str) -> list[Problem]:
     and counts the repeats as eval/duplicates); a procedural eval source makes `eval_limit` problems.
     """
     instruction = {"dapo": DAPO_INSTRUCTION, "none": None}.get(config.instruction, config.instruction)
-    if which == "train":
-        return load_problems(config.data, limit=config.data_limit, instruction=instruction, seed=config.seed)
-    if which != "eval":
+    if which not in ("train", "eval"):
         raise ValueError(f"config_problems: which must be 'train' or 'eval', not {which!r}")
-    rows = load_problems(config.eval_data, instruction=instruction, seed=config.seed, size=config.eval_limit)
+    field = "data" if which == "train" else "eval_data"
+    try:
+        if which == "train":
+            return load_problems(config.data, limit=config.data_limit, instruction=instruction, seed=config.seed)
+        rows = load_problems(config.eval_data, instruction=instruction, seed=config.seed, size=config.eval_limit)
+    except DataError as exc:
+        raise DataError(f"TrainConfig.{field}: {exc}") from exc
     keep = {_problem_key(p) for p in unique_problems(rows)[: config.eval_limit]}
     return [p for p in rows if _problem_key(p) in keep]
 

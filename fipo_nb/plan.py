@@ -356,6 +356,9 @@ def plan(config, nodes: int = 1, gpus_per_node: int = 1, gpu_memory_gib: float =
     for name, value in (("nodes", nodes), ("gpus_per_node", gpus_per_node)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"plan: {name} must be an integer >= 1; got {value!r}")
+    if not gpu_memory_gib > HEADROOM_GIB:
+        raise ValueError(f"plan: gpu_memory_gib must be more than the {HEADROOM_GIB:g} GiB kept free on every GPU; "
+                         f"got {gpu_memory_gib!r}")
     hw = replace(hardware or Hardware(), gpu_memory_gib=gpu_memory_gib)
     shape = model_shape(config.model)
     n_gpus = nodes * gpus_per_node

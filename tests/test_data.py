@@ -347,3 +347,12 @@ def test_config_problems_eval_limit_counts_distinct_problems_and_sizes_procedura
     assert len(train) == 4
     with pytest.raises(ValueError, match="'val'"):
         config_problems(TrainConfig(), "val")
+
+
+@pytest.mark.parametrize("field", ["data", "eval_data"])
+def test_a_source_that_makes_no_problems_is_named_with_its_field(field):
+    from fipo_nb.config import TrainConfig
+    from fipo_nb.data import config_problems
+
+    with pytest.raises(DataError, match=rf"TrainConfig\.{field}: the data source 'arithmetic\?size=0' made no problems"):
+        config_problems(TrainConfig(**{field: "arithmetic?size=0"}), "train" if field == "data" else "eval")

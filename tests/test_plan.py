@@ -71,3 +71,12 @@ def test_cli_plan_prints_the_arithmetic():
                            "--gpus-per-node", "8", "--gpu-memory", "80"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "verdict: fits on 16 x 8 GPUs" in done.stdout and "vLLM KV cache" in done.stdout
+
+
+@pytest.mark.parametrize("kwargs, named", [
+    (dict(nodes=0), "nodes"), (dict(gpus_per_node=-1), "gpus_per_node"), (dict(gpu_memory_gib=2), "gpu_memory_gib"),
+])
+def test_impossible_hardware_is_refused_by_name(kwargs, named):
+    args = dict(nodes=1, gpus_per_node=1, gpu_memory_gib=80) | kwargs
+    with pytest.raises(ValueError, match=named):
+        plan(get_preset("qlora-qwen2.5-0.5b"), args["nodes"], args["gpus_per_node"], args["gpu_memory_gib"])

@@ -153,4 +153,19 @@ def test_an_eval_file_that_repeats_each_problem_is_sampled_eval_k_times_per_prob
     written = pq.read_table(tmp_path / "out" / "data" / "val.parquet").to_pylist()
     assert [r["reward_model"]["ground_truth"] for r in written] == ["0", "1", "2"]
     # a file that is not here cannot be checked: the launch says so
-    assert any("aime-2024.parquet is not here" in n for n in launch(get_preset("paper-fipo-32b")).notes)
+    assert any("aime-2024.parquet is not here" in n for n in launch(get_preset("paper-fipo-32b")).warnings)
+
+
+@pytest.mark.parametrize("field", ["data", "eval_data"])
+def test_an_unreadable_parquet_file_is_named_with_its_field(tmp_path, field):
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"not a parquet file")
+    config = apply_overrides(get_preset("paper-fipo-32b"), [f"{field}={broken}"])
+    with pytest.raises(LaunchError, match=rf"TrainConfig\.{field}: .*broken\.parquet is not a readable parquet"):
+        launch(config, out=tmp_path / "out")
+
+
+@pytest.mark.parametrize("kwargs", [dict(nodes=0), dict(gpus_per_node=-8)])
+def test_a_cluster_without_gpus_is_refused(kwargs):
+    with pytest.raises(LaunchError, match=next(iter(kwargs))):
+        launch(get_preset("paper-fipo-32b"), **kwargs)

@@ -83,6 +83,7 @@ class Launch:
     out: Path
     overrides: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # fields that have no meaning under verl, and why
+    warnings: list[str] = field(default_factory=list)  # what to check before launching
     conversions: dict[str, tuple[str, str]] = field(default_factory=dict)  # "train"/"val" -> (source, parquet path)
 
     def command(self) -> str:
@@ -98,6 +99,7 @@ class Launch:
                 "# installed on each (pip install fipo_nb: the workers import fipo_nb.integrations.verl). Then run this\n"
                 "# script on the head node, or submit it: ray job submit --address http://HEAD:8265 -- bash launch.sh\n"
                 + (f"# TrainConfig fields with no meaning under verl:\n{notes}" if notes else "")
+                + "".join(f"# check before launching: {w}\n" for w in self.warnings)
                 + "set -euo pipefail\n" + self.command() + ' "$@"\n')
 
     def plan(self):
@@ -114,7 +116,10 @@ def launch(config: TrainConfig, *, nodes: int | None = None, gpus_per_node: int 
     """
     config.validate()
     default = OFFICIAL_CLUSTER if config.strategy != "single" else (1, 1)
-    nodes, gpus = nodes or default[0], gpus_per_node or default[1]
+    nodes, gpus = default[0] if nodes is None else nodes, default[1] if gpus_per_node is None else gpus_per_node
+    for name, value in (("nodes", nodes), ("gpus_per_node", gpus)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise LaunchError(f"launch: {name} must be an integer >= 1; got {value!r}")
     out = Path(out if out is not None else config.output_dir)
     x = _Context(config, nodes, gpus, out)
     x.launch = result = Launch(config, nodes, gpus, out)

@@ -56,22 +56,33 @@ def _na(name: str, why: str):
     return handle
 
 
-def _is_verl_parquet(path: Path) -> bool:
+def _parquet_columns(path: Path, field: str) -> set[str]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    names = set(pq.read_schema(path).names)
-    return {"prompt", "reward_model"} <= names
+    try:
+        return set(pq.read_schema(path).names)
+    except (pa.ArrowException, OSError) as exc:
+        _fail(field, f"{path} is not a readable parquet file: {exc}")
 
 
-def _has_repeats(path: Path) -> bool:
+def _is_verl_parquet(path: Path, field: str) -> bool:
+    return {"prompt", "reward_model"} <= _parquet_columns(path, field)
+
+
+def _has_repeats(path: Path, field: str) -> bool:
     """True when a parquet file holds the same prompt twice (eval_k samples each distinct problem)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    names = set(pq.read_schema(path).names)
+    names = _parquet_columns(path, field)
     column = "prompt" if "prompt" in names else next((n for n in names if n.lower() in ("problem", "question")), None)
     if column is None:
         return False
-    values = [repr(v) for v in pq.read_table(path, columns=[column]).column(column).to_pylist()]
+    try:
+        values = [repr(v) for v in pq.read_table(path, columns=[column]).column(column).to_pylist()]
+    except (pa.ArrowException, OSError) as exc:
+        _fail(field, f"{path}: column {column!r} cannot be read: {exc}")
     return len(set(values)) < len(values)
 
 
@@ -85,12 +96,12 @@ def _data(which: str):
         if source is None:  # no evaluation: verl still reads a validation file, the training one
             return [f"data.val_files={_value(x.launch_train_file)}", "data.val_max_samples=1",
                     "trainer.val_before_train=false", "trainer.test_freq=-1"]
-        path = Path(source)
-        repeats = which == "val" and path.suffix == ".parquet" and path.exists() and _has_repeats(path)
-        if path.suffix == ".parquet" and (not path.exists() or _is_verl_parquet(path)) and not repeats:
+        path, field = Path(source), "data" if which == "train" else "eval_data"
+        repeats = which == "val" and path.suffix == ".parquet" and path.exists() and _has_repeats(path, field)
+        if path.suffix == ".parquet" and (not path.exists() or _is_verl_parquet(path, field)) and not repeats:
             target = str(path.resolve()) if path.exists() else source  # not here: a path on the cluster
             if which == "val" and not path.exists() and c.eval_k > 1:
-                x.launch.notes.append(
+                x.launch.warnings.append(
                     f"eval_data {source} is not here to check: verl samples eval_k={c.eval_k} responses per *row*; "
                     "if the file repeats each problem (DAPO's aime-2024.parquet holds each 32 times), pass the "
                     "file to `fipo-nb launch` where it exists (its repeats are then removed) or set eval_k=1")
