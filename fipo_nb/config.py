@@ -112,7 +112,7 @@ ADAPTER_MODES = ("qlora", "lora", "full")
 ROLLOUT_BACKENDS = ("compact", "generate")  # as rollout.BACKENDS
 STRATEGIES = ("single", "fsdp2", "verl")
 LR_SCHEDULES = ("constant", "cosine")
-ANSWER_MODES = ("auto", "dapo", "answer_line", "boxed", "last_number")  # rewards.MODES (not imported: sympy is slow)
+ANSWER_MODES = ("auto", "dapo", "answer_line", "boxed", "last_number")  # rewards.MODES
 REWARD_ERRORS = ("raise", "incorrect")
 
 

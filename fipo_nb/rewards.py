@@ -37,7 +37,8 @@ from math_verify import parse, verify
 from math_verify.grader import should_treat_as_complex
 
 from .data import Problem
-from .rewards_dapo import INVALID, dapo_answer, dapo_score
+from .config import ANSWER_MODES, REWARD_ERRORS
+from .rewards_dapo import ANSWER_PATTERN, INVALID, dapo_answer, dapo_score
 
 __all__ = ["MODES", "ON_ERROR", "MathReward", "RewardError", "RewardResult", "answers_match", "extract_answer",
            "is_dapo_source", "overlong_penalty", "score_responses"]
@@ -54,9 +55,9 @@ class _TimeoutDisabledFilter(logging.Filter):
 for _name in ("math_verify.parser", "math_verify.grader"):
     logging.getLogger(_name).addFilter(_TimeoutDisabledFilter())
 
-MODES = ("auto", "dapo", "answer_line", "boxed", "last_number")  # config.ANSWER_MODES repeats this list
-ON_ERROR = ("raise", "incorrect")  # what score_responses does with a failing reward function
-ANSWER_LINE = re.compile(r"(?i)Answer\s*:\s*([^\n]+)")  # the official DAPO reward's pattern; the last match wins
+MODES = ANSWER_MODES  # defined in config.py, which must not import this module (sympy is slow to import)
+ON_ERROR = REWARD_ERRORS  # what score_responses does with a failing reward function
+ANSWER_LINE = ANSWER_PATTERN  # the official DAPO reward's pattern; the last match wins
 BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 NUMBER = re.compile(r"(?<![\d)])-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?")  # "5-3" ends in 3, not -3
 TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm)\{([^{}]*)\}")
