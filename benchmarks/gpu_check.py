@@ -6,7 +6,9 @@ once and loaded by `FIPOTrainer` as a user's checkpoint would be (QLoRA: 4-bit N
 training steps (the first also warms up kernels). Printed per step: sampling tokens/s (response
 tokens / generation time), update tokens/s (prompt + response tokens through forward and backward
 / update time), peak GPU memory (torch.cuda.max_memory_allocated; on the CPU the step's peak
-resident memory above its start), and the updates' model FLOPs utilisation:
+resident memory above its start), whether the first mini-batch's log-ratio is exactly 0 (the
+old-log-prob pass and the update split rows alike, so a GPU's kernels give bit-identical log-probs;
+the script exits with status 1 if not), and the updates' model FLOPs utilisation:
 
   MFU = model FLOPs of the updates / update seconds / the GPU's dense bf16 peak
   model FLOPs = 4 * (N_body * T + N_head * T_r) + 6 * N_lora * T
@@ -115,7 +117,8 @@ def run(args, out_dir: Path, cuda: bool) -> None:
           f"{args.prompts} prompts x {args.samples} samples, {args.max_new_tokens} new tokens, 2 updates per step; "
           f"load {os.getloadavg()[0]:.1f}")
     print(f"{'size':5} {'mode':6} {'step':>4} {'sample tok/s':>12} {'update tok/s':>12} {'peak GiB':>9} "
-          f"{'update MFU':>10} {'tokens':>7} {'N_lora':>10}")
+          f"{'update MFU':>10} {'tokens':>7} {'N_lora':>10} {'1st log-ratio 0':>15}")
+    failed = []
     for size in args.sizes.split(","):
         checkpoint = build_checkpoint(size, out_dir, getattr(torch, dtype_name), device)
         for mode in args.modes.split(","):
@@ -150,12 +153,17 @@ def run(args, out_dir: Path, cuda: bool) -> None:
                 update_s = metrics["time/update_s"]
                 mfu = f"{100 * flops / update_s / (peak * 1e12):.1f}%" if peak else "n/a"
                 memory = torch.cuda.max_memory_allocated() / 2**30 if cuda else _cpu_peak_gib(resident)
+                exact = bool((result.log_ratio[result.mini_batch == 0] == 0).all())
+                if not exact:
+                    failed.append(f"{size} {mode} step {step}")
                 print(f"{size:5} {mode:6} {step:>4} {response / metrics['time/generate_s']:>12.1f} "
-                      f"{tokens / update_s:>12.1f} {memory:>9.2f} {mfu:>10} {tokens:>7} {lora:>10}  "
-                      f"(step {wall:.1f} s)", flush=True)
+                      f"{tokens / update_s:>12.1f} {memory:>9.2f} {mfu:>10} {tokens:>7} {lora:>10} "
+                      f"{'yes' if exact else 'NO':>15}  (step {wall:.1f} s)", flush=True)
             del trainer
             if cuda:
                 torch.cuda.empty_cache()
+    if failed:
+        raise SystemExit(f"the first mini-batch's log-ratio is not exactly 0 in: {', '.join(failed)}")
 
 
 def _status_kib(field: str) -> int:
