@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,11 @@ def test_there_are_benchmarks():
                                             "gpu_check.py"}
 
 
-SLOW = {"vs_trl.py"}  # imports TRL and builds its trainer: ~25 s on 2 cores
+SLOW = {"vs_trl.py"}
+RESULT = {  # the line each script's claim rests on
+    "future_kl.py": r"\n\s*\d+ \|.*\d+x \|", "logprobs.py": r"chunked / naive peak memory: \d", "gpu_check.py": r"\byes  \(step",
+    "train_step.py": r"FIPO overhead: [+-]\d", "rollout.py": r"\ncompact .* yes\n", "vs_trl.py": r"speed-up over TRL: \d",
+}  # imports TRL and builds its trainer: ~25 s on 2 cores
 
 
 @pytest.mark.parametrize("script", [pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW else p
@@ -27,4 +32,4 @@ def test_benchmark_runs_quick(script, tmp_path):
     proc = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, cwd=tmp_path,
                           timeout=600)
     assert proc.returncode == 0, f"{script.name} --quick failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    assert proc.stdout.strip(), f"{script.name} --quick printed nothing"
+    assert re.search(RESULT[script.name], proc.stdout), f"{script.name} --quick did not print its result:\n{proc.stdout}"
