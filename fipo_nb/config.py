@@ -185,9 +185,11 @@ class TrainConfig:
     temperature: float = 1.0
     """Sampling temperature; log-probs are taken at the same temperature (official: 1.0)."""
     top_p: float = 1.0
-    """Nucleus sampling (official: 1.0, i.e. off)."""
+    """Nucleus sampling (official: 1.0, i.e. off). Below 1 the samples come from a truncated
+    distribution that the log-probs (and so the loss) do not model, as in verl."""
     top_k: int = 0
-    """Top-k sampling, in training and evaluation (the DAPO recipe's val_kwargs.top_k is top_k); 0 is off."""
+    """Top-k sampling, in training and evaluation (the DAPO recipe's val_kwargs.top_k is top_k); 0 is off.
+    Like top_p < 1, it samples from a truncated distribution that the loss does not model."""
     rollout_batch_size: int | None = None
     """Rows sampled together (memory); None: the whole rollout at once."""
     rollout_backend: str = "compact"

@@ -12,7 +12,8 @@ it is parsed as one expression (math-verify's LaTeX parser on the whole string, 
 number found inside"), and math-verify decides equivalence (1/2 == 0.5, $12$ == 12, sets in
 any order). Hedges ("5 (or 12)"), lists ("0, 1, 2, ..., 12") and alternatives are wrong.
 Mode "dapo" is the official DAPO scorer instead (`rewards_dapo`): last 300 characters, last
-"Answer:" line, normalised string equality; "auto" uses it for problems whose data_source says
+"Answer:" line, normalised string equality, except that alternatives before the last "=" which
+its normalisation would drop ("x = 5 or x = 12") are wrong (`dapo_hedge`); "auto" uses it for problems whose data_source says
 DAPO (as verl's default_compute_score does), and reads other problems as above.
 
 math-verify is called without its timeouts (`parsing_timeout=None`, `timeout_seconds=None`):
@@ -41,7 +42,7 @@ from .config import ANSWER_MODES, REWARD_ERRORS
 from .rewards_dapo import ANSWER_PATTERN, INVALID, dapo_answer, dapo_score
 
 __all__ = ["MODES", "ON_ERROR", "MathReward", "RewardError", "RewardResult", "answers_match", "extract_answer",
-           "is_dapo_source", "overlong_penalty", "score_responses"]
+           "dapo_hedge", "is_dapo_source", "overlong_penalty", "score_responses"]
 
 
 
@@ -70,6 +71,7 @@ THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")  # "1,000": one number
 # \boxed{} inside the answer is not pulled out of it: "5 or \boxed{12}" must stay a hedge
 WHOLE_ANSWER = NormalizationConfig(basic_latex=True, units=True, malformed_operators=True, nits=True, boxed="none",
                                    equations=False)
+ALTERNATIVE = re.compile(r"[,;]|\b(?:or|and)\b", re.IGNORECASE)
 MAX_DIGITS = 200_000  # verify on 10^(10^5) takes 0.2 s, on 10^(10^7) 10 s, on 10^(10^10) forever
 MAX_ANSWER_CHARS = 1000  # longer "answers" are rambling, not answers: string check only (3000 chars: 3 s to parse)
 MAX_DEPTH = 16  # expression-tree depth; \frac{\frac{...}{2}}{2} takes 0.3 s at depth 15, 1.2 s at 17, > 15 s at 21
@@ -264,6 +266,19 @@ def _gold(sample: Any) -> str:
     return sample["answer"] if isinstance(sample, dict) else sample.answer
 
 
+def dapo_hedge(answer: str) -> bool:
+    """True when an answer line offers alternatives that the official normalisation would hide.
+
+    The DAPO scorer keeps only what follows the last "=", so "x = 5 or x = 12" reads 12. fipo_nb
+    scores it incorrect: an alternative (or, and, a comma, a semicolon) and a number before that "=".
+
+    >>> dapo_hedge("x = 5 or x = 12"), dapo_hedge("n=5, n=12"), dapo_hedge("x = 12"), dapo_hedge("2 + 3 = 5")
+    (True, True, False, False)
+    """
+    head, equals, _ = answer.rpartition("=")
+    return bool(equals) and bool(re.search(r"\d", head)) and bool(ALTERNATIVE.search(head))
+
+
 def is_dapo_source(sample: Any) -> bool:
     """True for problems that verl scores with the DAPO scorer: data_source "math_dapo" or "aime..."
     (DAPO-Math-17k rows carry "math_dapo"). A file name standing in for a missing data_source
@@ -300,7 +315,11 @@ class MathReward:
         if self.mode == "dapo" or (self.mode == "auto" and is_dapo_source(sample)):
             official = dapo_score(response or "", str(_gold(sample)))
             extracted = None if official.pred == INVALID else official.pred
-            return RewardResult(self.correct if official.acc else self.incorrect, official.acc, extracted)
+            raw = dapo_answer(response or "") or ""
+            hedged = dapo_hedge(raw)
+            correct = official.acc and not hedged
+            extracted = raw.strip() if hedged else extracted  # the whole line, not the part the scorer kept
+            return RewardResult(self.correct if correct else self.incorrect, correct, extracted)
         extracted = extract_answer(response, self.mode)
         correct = answers_match(extracted, _gold(sample))
         return RewardResult(self.correct if correct else self.incorrect, correct, extracted)

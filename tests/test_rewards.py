@@ -254,6 +254,9 @@ HEDGES = [  # gold 12: each names 12 somewhere, none answers 12
     "Answer: 12 \\text{ (or 5)}",  # a second answer inside a \text{} beside the first
     "Answer: $12 \\text{ (not sure)}$",
     "so the answer is \\boxed{12 \\mbox{(maybe 5)}}",
+    "Answer: x = 5 or x = 12",  # the official scorer keeps what follows the last "=": 12
+    "Answer: n=5, n=12",
+    "Answer: 5 or x=12",
 ]
 
 
