@@ -45,18 +45,67 @@ def _resolve(preset: str, overrides: list[str], steps: int | None, out: str | No
         extra.append(f"steps={steps}")
     if out is not None:
         extra.append(f"output_dir={out}")
-    return _checked(apply_overrides, config, extra)
+    config = _checked(apply_overrides, config, extra)
+    _check_folder(config.output_dir)
+    return config
 
 
-def _trainer(config, *, resume: bool, fallback: bool, overwrite: bool):
-    from .checkpoint import list_checkpoints
+def _check_folder(path) -> None:
+    """An output folder must be a folder (or not exist yet): found before any model is loaded."""
+    from pathlib import Path
+
+    for part in (Path(path), *Path(path).parents):
+        if part.exists():
+            if not part.is_dir():
+                raise CLIError(f"output folder {path}: {part} is a file, not a folder")
+            return
+
+
+RESUMABLE = ("steps", "output_dir", "save_every", "eval_every")  # what --resume may change; the rest is the run's
+
+
+def _resume_config(config, preset: str, overrides: list[str], steps: int | None, folder):
+    """The run's own config (from its checkpoint), with --steps and the --set settings that may change.
+
+    --resume continues a run as it was configured (the preset's defaults do not replace its
+    settings); a --set that would change what the run trains on or how is refused by name."""
+    from .config import TrainConfig
+    from .presets import apply_overrides
+
+    saved = TrainConfig(**json.loads((folder / "config.json").read_text()))
+    extra = [*overrides, f"output_dir={config.output_dir}"] + ([f"steps={steps}"] if steps is not None else [])
+    wanted = _checked(apply_overrides, saved, extra)
+    before, after = _flat(saved.to_dict()), _flat(wanted.to_dict())
+    changed = [f"{key} {before[key]!r} -> {after[key]!r}" for key in after
+               if key not in RESUMABLE and after[key] != before.get(key)]
+    if changed:
+        raise CLIError(f"--resume continues {config.output_dir} with its own settings; --set would change "
+                       f"{', '.join(changed)} (only {', '.join(RESUMABLE)} may change): --overwrite starts a new run")
+    return wanted
+
+
+def _flat(settings: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _trainer(config, *, resume: bool, fallback: bool, overwrite: bool, resume_from=None):
+    from .checkpoint import latest_checkpoint, list_checkpoints
     from .trainer import FIPOTrainer
 
     out = config.output_dir
     if resume:
         if list_checkpoints(out):
+            folder = latest_checkpoint(out, fallback=fallback)
+            if folder is not None and resume_from is not None:
+                config = _resume_config(config, *resume_from, folder)
             trainer = _checked(FIPOTrainer.resume, out, fallback=fallback, config=config)
-            print(f"resuming {out} after step {trainer.step_count}", flush=True)
+            print(f"resuming {out} after step {trainer.step_count}, with the settings it was started with", flush=True)
             return trainer
         print(f"no checkpoint in {out}: starting at step 0", flush=True)
     elif list_checkpoints(out) and not overwrite:
@@ -64,28 +113,27 @@ def _trainer(config, *, resume: bool, fallback: bool, overwrite: bool):
     return _checked(FIPOTrainer, config)
 
 
-def _run(config, *, report: bool, resume: bool = False, fallback: bool = False, overwrite: bool = False) -> int:
+def _run(config, *, report: bool, resume: bool = False, fallback: bool = False, overwrite: bool = False,
+         resume_from=None) -> int:
     from .checkpoint import CheckpointError
     from .report import write_report
 
     started = time.perf_counter()
     try:
-        trainer = _trainer(config, resume=resume, fallback=fallback, overwrite=overwrite)
+        trainer = _trainer(config, resume=resume, fallback=fallback, overwrite=overwrite, resume_from=resume_from)
     except CheckpointError as err:
         raise CLIError(str(err)) from err
+    config = trainer.config
+    if trainer.step_count >= config.steps:
+        print(f"{trainer.out_dir} is already at step {trainer.step_count} (steps={config.steps}): nothing to do")
+        return 0
     print(f"model {config.model} ({config.mode}), {config.fipo.loss}, steps {trainer.step_count + 1}..{config.steps} of "
           f"{config.prompts_per_step} prompts x {config.samples_per_prompt} samples, "
           f"{config.prompts_per_step // config.mini_batch_size} update(s) per step -> {trainer.out_dir}", flush=True)
     try:
         trainer.train(until=config.steps, table=True)
     except KeyboardInterrupt:
-        where = f"interrupted after step {trainer.step_count}"
-        if trainer._pending is None and config.save_every >= 0:
-            print(f"{where}; checkpoint {_saved(trainer)}; `--resume` continues", file=sys.stderr)
-        else:
-            print(f"{where} (a step was half done and is dropped); `--resume` continues from the last checkpoint",
-                  file=sys.stderr)
-        return 130
+        return _interrupted(trainer)
     except CheckpointError as err:  # a full disk while saving: the steps so far are logged, the save is not
         raise CLIError(f"after step {trainer.step_count}: {err}") from err
     print(f"metrics: {trainer.out_dir / 'metrics.jsonl'}")
@@ -93,6 +141,28 @@ def _run(config, *, report: bool, resume: bool = False, fallback: bool = False, 
         print(f"report:  {write_report(trainer.out_dir)}")
     print(f"wall time: {time.perf_counter() - started:.0f} s")
     return 0
+
+
+def _interrupted(trainer) -> int:
+    """Ctrl-C: finish the step in progress (a second Ctrl-C stops at once), then save a checkpoint."""
+    from .checkpoint import latest_checkpoint
+
+    if trainer._pending is not None:
+        print(f"finishing step {trainer.step_count + 1} so that it can be saved (Ctrl-C again: stop without it)",
+              file=sys.stderr, flush=True)
+        try:
+            trainer.step()
+        except KeyboardInterrupt:
+            last = latest_checkpoint(trainer.out_dir)
+            where = f"`--resume` continues after {last.name}" if last else "no checkpoint: `--resume` starts over"
+            print(f"stopped in step {trainer.step_count + 1}, which is dropped; {where}", file=sys.stderr)
+            return 130
+    if trainer.config.save_every < 0:
+        print(f"interrupted after step {trainer.step_count}; no checkpoint (save_every=-1)", file=sys.stderr)
+    else:
+        print(f"interrupted after step {trainer.step_count}; checkpoint {_saved(trainer)}; `--resume` continues",
+              file=sys.stderr)
+    return 130
 
 
 def _saved(trainer):
@@ -110,17 +180,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
     return _run(config, report=args.report, resume=args.resume, fallback=args.resume_fallback,
-                overwrite=args.overwrite)
+                overwrite=args.overwrite, resume_from=(args.preset, args.set, args.steps))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     config = _resolve("demo", args.set, args.steps, args.out)
+    earlier = Path(config.output_dir) / "config.json"
+    if earlier.exists() and not args.overwrite:  # a demo run is replaced; anything else needs --overwrite
+        model = json.loads(earlier.read_text()).get("model")
+        if model != config.model:
+            raise CLIError(f"{config.output_dir} holds a run of {model}, not a demo: --overwrite replaces it")
     return _run(config, report=True, overwrite=True)
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare
 
+    _check_folder(args.out)
     comparison = _checked(compare, args.preset, args.steps, args.out, losses=args.losses, overrides=args.set,
                           overwrite=args.overwrite)
     print(comparison.markdown())
@@ -163,8 +241,13 @@ def _cmd_launch(args: argparse.Namespace) -> int:
 def _cmd_plan(args: argparse.Namespace) -> int:
     from .plan import plan
 
+    from .integrations.verl import OFFICIAL_CLUSTER
+
     config = _resolve(args.preset, args.set, None, None)
-    print(_checked(plan, config, args.nodes, args.gpus_per_node, args.gpu_memory, engine=args.engine,
+    default = OFFICIAL_CLUSTER if config.strategy != "single" else (1, 1)  # as `fipo-nb launch verl`
+    nodes = default[0] if args.nodes is None else args.nodes
+    gpus = default[1] if args.gpus_per_node is None else args.gpus_per_node
+    print(_checked(plan, config, nodes, gpus, args.gpu_memory, engine=args.engine,
                    mean_response=args.mean_response))
     return 0
 
@@ -192,7 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="a few FIPO steps on SmolLM2-135M, offline, then OUT/report.html")
     demo.add_argument("--out", help="output directory (default runs/demo)")
     demo.add_argument("--steps", type=int, help="number of steps (default: the preset's, 5)")
-    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a setting, e.g. --set samples_per_prompt=4 (repeatable)")
+    demo.add_argument("--overwrite", action="store_true", help="replace a run in OUT that is not an earlier demo")
     demo.set_defaults(func=_cmd_demo)
 
     compare = commands.add_parser("compare", help="train each loss from the same start, then OUT/compare.html")
@@ -228,8 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = commands.add_parser("plan", help="per-GPU memory and step time of a preset on a cluster")
     plan.add_argument("--preset", required=True)
-    plan.add_argument("--nodes", type=int, default=1)
-    plan.add_argument("--gpus-per-node", type=int, default=1)
+    plan.add_argument("--nodes", type=int, help="nodes (default: 16 for the paper presets, else 1)")
+    plan.add_argument("--gpus-per-node", type=int, help="GPUs per node (default: 8 for the paper presets, else 1)")
     plan.add_argument("--gpu-memory", type=float, default=80.0, metavar="GIB", help="memory of one GPU in GiB")
     plan.add_argument("--engine", choices=["verl", "fipo_nb"], help="default: fipo_nb for single-device presets")
     plan.add_argument("--mean-response", type=int, help="mean response tokens for the step time (default: max / 2)")
@@ -250,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     except CLIError as err:  # bad preset, --set key or value, data file: one clear line, no traceback
         print(f"fipo-nb: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `fipo-nb config | head`: the reader left
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -100,3 +100,53 @@ def test_compare_trains_each_loss_into_its_own_run_and_writes_the_page(tmp_path)
 def test_compare_names_a_bad_loss_in_one_line(tmp_path):
     done = fipo_nb("compare", "--preset", "cpu-smoke", "--out", str(tmp_path), "--losses", "fipo,ppo")
     assert done.returncode == 2 and "got fipo, ppo" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_ctrl_c_finishes_the_step_and_saves_it_so_resume_loses_nothing(tmp_path):
+    import signal
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "fipo_nb.cli", "train", "--preset", "cpu-smoke", "--steps", "500",
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # the table's first step row: training is under way
+        if line.split() and line.split()[0] == "1":
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    steps = len((out / "metrics.jsonl").read_text().splitlines())
+    assert f"interrupted after step {steps}; checkpoint {out / 'checkpoints' / f'step-{steps}'}" in err
+    done = fipo_nb("train", "--preset", "cpu-smoke", "--steps", str(steps + 1), "--out", str(out), "--resume")
+    assert done.returncode == 0 and f"resuming {out} after step {steps}" in done.stdout, done.stderr
+
+
+def test_resume_keeps_the_runs_settings_and_refuses_changes_by_name(tmp_path):
+    out = tmp_path / "run"
+    assert fipo_nb("train", "--preset", "cpu-smoke", "--steps", "1", "--out", str(out), "--set", "lr=0.001").returncode == 0
+    changed = fipo_nb("train", "--preset", "cpu-smoke", "--steps", "2", "--out", str(out), "--resume",
+                      "--set", "lr=0.5", "--set", "fipo.loss=dapo")
+    assert changed.returncode == 2 and "lr 0.001 -> 0.5" in changed.stderr and "fipo.loss 'fipo' -> 'dapo'" in changed.stderr
+    # without the original --set, the run's own lr (not the preset's 5e-3) goes on
+    done = fipo_nb("train", "--preset", "cpu-smoke", "--steps", "2", "--out", str(out), "--resume")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "config.json").read_text())["lr"] == 0.001
+    saved = (out / "checkpoints" / "step-2").stat().st_mtime_ns
+    again = fipo_nb("train", "--preset", "cpu-smoke", "--steps", "1", "--out", str(out), "--resume")
+    assert again.returncode == 0 and "already at step 2 (steps=1): nothing to do" in again.stdout
+    assert (out / "checkpoints" / "step-2").stat().st_mtime_ns == saved
+
+
+def test_an_output_folder_that_is_a_file_and_a_demo_over_another_run_are_refused(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for command in (["train", "--preset", "cpu-smoke"], ["demo"], ["compare", "--preset", "cpu-smoke"]):
+        done = fipo_nb(*command, "--out", str(tmp_path / "afile" / "sub"))
+        assert done.returncode == 2 and "afile is a file, not a folder" in done.stderr, (command, done.stderr)
+    assert fipo_nb("train", "--preset", "cpu-smoke", "--steps", "1", "--out", str(tmp_path / "run")).returncode == 0
+    done = fipo_nb("demo", "--out", str(tmp_path / "run"))
+    assert done.returncode == 2 and "holds a run of tiny-qwen2-char, not a demo: --overwrite" in done.stderr
+    assert (tmp_path / "run" / "checkpoints" / "step-1").exists()
+
+
+def test_plan_defaults_to_the_presets_cluster_as_launch_does():
+    done = fipo_nb("plan", "--preset", "paper-fipo-32b")
+    assert done.returncode == 0 and "on 16 node(s) x 8 GPU(s)" in done.stdout, done.stderr

@@ -169,3 +169,12 @@ def test_an_unreadable_parquet_file_is_named_with_its_field(tmp_path, field):
 def test_a_cluster_without_gpus_is_refused(kwargs):
     with pytest.raises(LaunchError, match=next(iter(kwargs))):
         launch(get_preset("paper-fipo-32b"), **kwargs)
+
+
+def test_bad_data_stops_the_launch_before_anything_is_written(tmp_path):
+    (tmp_path / "miss.jsonl").write_text('{"problem": "1 + 1?", "answer": "2"}\n{"problem": "2 + 2?"}\n')
+    out = tmp_path / "small"
+    done = fipo_nb("launch", "verl", "--preset", "qlora-qwen2.5-0.5b", "--set", "mode=lora", "--set", "answer_mode=dapo",
+                   "--set", f"data={tmp_path / 'miss.jsonl'}", "--out", str(out))
+    assert done.returncode == 2 and "miss.jsonl" in done.stderr and "answer" in done.stderr, done.stderr
+    assert not (out / "launch.sh").exists()

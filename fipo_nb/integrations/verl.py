@@ -169,6 +169,7 @@ def write_launch(launch: Launch, argv: list[str] | None = None) -> list[Path]:
     import json
 
     out = launch.out
+    data = write_data(launch)  # first: bad data stops the launch before anything points at it
     out.mkdir(parents=True, exist_ok=True)
     files = {"launch.sh": launch.script(argv), "overrides.txt": "\n".join(launch.overrides) + "\n",
              "plan.txt": str(launch.plan()) + "\n", "config.json": json.dumps(launch.config.to_dict(), indent=2) + "\n"}
@@ -178,7 +179,7 @@ def write_launch(launch: Launch, argv: list[str] | None = None) -> list[Path]:
         path.write_text(text)
         paths.append(path)
     (out / "launch.sh").chmod(0o755)
-    return paths + write_data(launch)
+    return paths + data
 
 
 def _auto_register() -> None:
