@@ -199,8 +199,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare
 
     _check_folder(args.out)
-    comparison = _checked(compare, args.preset, args.steps, args.out, losses=args.losses, overrides=args.set,
-                          overwrite=args.overwrite)
+    try:
+        comparison = _checked(compare, args.preset, args.steps, args.out, losses=args.losses, overrides=args.set,
+                              overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        print(f"compare stopped: {args.out} holds a partial comparison; run it again with --overwrite",
+              file=sys.stderr)
+        return 130
     print(comparison.markdown())
     print(f"compare: {comparison.html}")
     return 0

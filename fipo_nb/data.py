@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import decimal
+import difflib
 import functools
 import importlib.util
 import io
@@ -139,7 +140,8 @@ def _plain_problem(row: dict, where: str, id: str, origin: str, instruction: str
     if text_key is None:
         raise DataError(f"{where}: no problem/question field (keys: {sorted(map(str, row))})")
     if "answer" not in keys:
-        raise DataError(f"{where}: no answer field")
+        raise DataError(f"{where}: no answer field (keys: {sorted(map(str, row))}; an AIME-style row needs "
+                        "'answer', a DAPO row 'reward_model.ground_truth')")
     text = _required_text(row[text_key], where, text_key)
     answer = _required_text(row[keys["answer"]], where, keys["answer"])
     source = row.get("data_source") or row.get("source") or origin
@@ -155,7 +157,8 @@ def from_records(
     DAPO rows ({"prompt": [messages], "reward_model": {"ground_truth": ...}, ...}) keep their
     prompt as is: it already holds the instruction. AIME-style rows ({"problem" | "question",
     "answer"}, any capitalisation) are wrapped in `instruction` (None: the bare problem).
-    A bad row raises DataError("<origin> row <i>: <what is missing>").
+    A bad row raises DataError("<origin> row <i>: <what is missing>"); rows count from 0, as the
+    problems' ids ("<origin>:<i>") do.
     """
     problems = []
     for index, row in enumerate(records):
@@ -312,7 +315,9 @@ def load_problems(
         return problems
     path = Path(os.fspath(source))
     if not path.is_file():
-        raise FileNotFoundError(f"load_problems: no such file: {path}")
+        named = difflib.get_close_matches(str(source).partition("?")[0], ["champ", "single-digit", *TASKS], n=1)
+        hint = f" (did you mean the built-in source {named[0]!r}?)" if named else ""
+        raise FileNotFoundError(f"load_problems: no such file: {path}{hint}")
     problems = from_records(islice(_read_rows(path), limit), origin=path.name, instruction=instruction)
     if not problems:
         raise DataError(f"{path}: the file holds no rows; nothing to train or evaluate on")

@@ -274,6 +274,10 @@ DROPOUT_KEYS = ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop",
                 "attn_dropout", "resid_dropout", "dropout_p", "dropout_rate")
 
 
+class ModelLoadError(ValueError):
+    """A model named by hub id or path that cannot be loaded; the message names it and what to do."""
+
+
 def switch_off_dropout(model) -> None:
     """Zero every dropout probability: models stay in train() mode (see module doc).
 
@@ -350,12 +354,19 @@ def load_policy(
                 source = str(_tiny_checkpoint(model, seed))
             else:
                 source = model  # a hub id or a local folder
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(source)
             kwargs = {"dtype": dtype}
             if quantization is not None:
                 kwargs["quantization_config"] = quantization
                 kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else None
-            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+            try:
+                tokenizer = tokenizer or AutoTokenizer.from_pretrained(source)
+                model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+            except OSError as exc:  # not a folder here, and the hub unreachable or without that id
+                raise ModelLoadError(
+                    f"model {source!r} cannot be loaded: it is not a model folder here, and the Hugging Face hub "
+                    f"did not give it ({str(exc).splitlines()[0]}); download it where there is network and pass "
+                    "model=/path/to/folder"
+                ) from exc
     elif tokenizer is None:
         raise ValueError("load_policy: pass `tokenizer` along with a model object")
     elif quantization is not None:

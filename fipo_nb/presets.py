@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
 from dataclasses import dataclass, field
 
@@ -164,7 +165,9 @@ def apply_overrides(config: TrainConfig, items: list[str]) -> TrainConfig:
         elif bare in fipo_types:
             fipo_values[bare] = _parse(text, fipo_types[bare], key)
         else:
-            raise ValueError(f"unknown setting {key!r}; valid keys: {', '.join(valid_keys())}")
+            close = difflib.get_close_matches(key, valid_keys(), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"unknown setting {key!r}; {hint}valid keys: {', '.join(valid_keys())}")
     fipo = dataclasses.asdict(config.fipo)
     if "loss" in fipo_values and "drop_dual_clipped_sequences" not in fipo_values:
         fipo["drop_dual_clipped_sequences"] = None

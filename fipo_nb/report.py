@@ -42,7 +42,12 @@ def read_metrics(run_dir) -> list[dict]:
     """The rows of RUN_DIR/metrics.jsonl; a broken line raises ValueError naming file and line."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
-        raise FileNotFoundError(f"no metrics.jsonl in {run_dir}")
+        if (Path(run_dir) / "compare.html").exists():  # `fipo-nb compare`'s folder holds one run per loss
+            runs = sorted(p.parent.name for p in Path(run_dir).glob("*/metrics.jsonl"))
+            raise FileNotFoundError(f"{run_dir} is a comparison: open {Path(run_dir) / 'compare.html'}, or report one "
+                                    f"of its runs ({', '.join(str(Path(run_dir) / r) for r in runs)})")
+        raise FileNotFoundError(f"no metrics.jsonl in {run_dir}" + ("" if Path(run_dir).is_dir() else
+                                                                     ": no such folder"))
     return read_jsonl(path)
 
 

@@ -219,6 +219,8 @@ def load_traces(run_dir, steps=None):
     """
     import pandas as pd
 
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"load_traces: no such run folder: {run_dir}")
     wanted = trace_steps(run_dir) if steps is None else [steps] if isinstance(steps, int) else list(steps)
     frames = []
     for step in wanted:

@@ -150,3 +150,15 @@ def test_an_output_folder_that_is_a_file_and_a_demo_over_another_run_are_refused
 def test_plan_defaults_to_the_presets_cluster_as_launch_does():
     done = fipo_nb("plan", "--preset", "paper-fipo-32b")
     assert done.returncode == 0 and "on 16 node(s) x 8 GPU(s)" in done.stdout, done.stderr
+
+
+def test_typos_get_a_suggestion_and_a_comparison_folder_is_pointed_to(tmp_path):
+    done = fipo_nb("train", "--preset", "cpu-smoke", "--set", "lrr=0.1", "--out", str(tmp_path / "a"))
+    assert done.returncode == 2 and "unknown setting 'lrr'; did you mean 'lr'?" in done.stderr
+    done = fipo_nb("train", "--preset", "cpu-smoke", "--set", "data=word-problem", "--out", str(tmp_path / "b"))
+    assert done.returncode == 2 and "did you mean the built-in source 'word-problems'?" in done.stderr
+    (tmp_path / "cmp" / "fipo").mkdir(parents=True)
+    (tmp_path / "cmp" / "fipo" / "metrics.jsonl").write_text("")
+    (tmp_path / "cmp" / "compare.html").write_text("<html></html>")
+    done = fipo_nb("report", str(tmp_path / "cmp"))
+    assert done.returncode == 2 and "is a comparison: open" in done.stderr and str(tmp_path / "cmp" / "fipo") in done.stderr

@@ -136,3 +136,10 @@ def test_bad_mode_and_missing_tokenizer_are_reported():
     model, _ = tiny_model("tiny-qwen2")
     with pytest.raises(ValueError, match="tokenizer"):
         load_policy(model, "full")
+
+
+def test_a_model_that_is_neither_here_nor_on_the_hub_is_named():
+    from fipo_nb.models import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match=r"model '/nonexistent/fipo-nb-model' cannot be loaded: it is not a model"):
+        load_policy("/nonexistent/fipo-nb-model", "lora", device="cpu")

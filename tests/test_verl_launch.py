@@ -178,3 +178,14 @@ def test_bad_data_stops_the_launch_before_anything_is_written(tmp_path):
                    "--set", f"data={tmp_path / 'miss.jsonl'}", "--out", str(out))
     assert done.returncode == 2 and "miss.jsonl" in done.stderr and "answer" in done.stderr, done.stderr
     assert not (out / "launch.sh").exists()
+
+
+def test_the_loss_inside_verl_without_verl_says_how_to_get_it():
+    import importlib.util
+
+    from fipo_nb import FIPOConfig
+
+    if importlib.util.find_spec("verl") is not None:
+        pytest.skip("verl is installed here: tests/integrations/verl covers actor_config")
+    with pytest.raises(ImportError, match=r"needs verl 0\.9\.1 .*make verl-venv"):
+        verl_launch.actor_config(FIPOConfig())

@@ -31,6 +31,11 @@ _LAZY = ("FIPOPolicyLossConfig", "fipo_nb_policy_loss", "traced_ppo_loss", "inst
 
 def register():
     """Import the worker-side plugin: registers loss "fipo_nb" with verl and installs the trace hook."""
+    import importlib.util
+
+    if importlib.util.find_spec("verl") is None:
+        raise ImportError(f"fipo_nb's loss inside verl needs verl {VERL_VERSION} in this environment "
+                          "(`make verl-venv` builds .venv-verl; `fipo-nb launch verl` and `fipo-nb plan` need no verl)")
     from . import verl_plugin
 
     return verl_plugin
@@ -50,9 +55,9 @@ def actor_config(fipo: FIPOConfig, **actor_fields):
     "fipo" runs verl loss "fipo_nb"; "dapo" and "grpo" run it too (FIPOConfig semantics), with
     token-mean or seq-mean-token-mean aggregation as the loss needs.
     """
+    plugin = register()  # first: it names what is missing when verl is not installed
     from verl.workers.config import FSDPActorConfig
 
-    plugin = register()
     fipo = dataclasses.replace(fipo).validate()
     trace = {k: actor_fields.pop(k) for k in ("trace_dir", "trace_samples") if k in actor_fields}
     loss = plugin.FIPOPolicyLossConfig(

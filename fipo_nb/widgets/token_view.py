@@ -50,7 +50,10 @@ class TokenView(StaticHTMLFallback, anywidget.AnyWidget):
         """Every traced response of a run (or of `steps`)."""
         from ..trace import load_traces
 
-        return cls(load_traces(run_dir, steps=steps), **kwargs)
+        frame = load_traces(run_dir, steps=steps)
+        if not len(frame):
+            raise ValueError(f"TokenView: no traced responses in {run_dir}/traces (no step run yet, or trace_samples=0)")
+        return cls(frame, **kwargs)
 
     def _step_records(self, step_index: int) -> list[dict]:
         step = self.steps[step_index]
