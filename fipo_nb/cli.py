@@ -64,7 +64,7 @@ def _check_folder(path) -> None:
 RESUMABLE = ("steps", "output_dir", "save_every", "eval_every")  # what --resume may change; the rest is the run's
 
 
-def _resume_config(config, preset: str, overrides: list[str], steps: int | None, folder):
+def _resume_config(config, overrides: list[str], steps: int | None, folder):
     """The run's own config (from its checkpoint), with --steps and the --set settings that may change.
 
     --resume continues a run as it was configured (the preset's defaults do not replace its
@@ -180,7 +180,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
     return _run(config, report=args.report, resume=args.resume, fallback=args.resume_fallback,
-                overwrite=args.overwrite, resume_from=(args.preset, args.set, args.steps))
+                overwrite=args.overwrite, resume_from=(args.set, args.steps))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -244,9 +244,8 @@ def _cmd_launch(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from .plan import plan
-
     from .integrations.verl import OFFICIAL_CLUSTER
+    from .plan import plan
 
     config = _resolve(args.preset, args.set, None, None)
     default = OFFICIAL_CLUSTER if config.strategy != "single" else (1, 1)  # as `fipo-nb launch verl`
