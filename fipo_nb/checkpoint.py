@@ -160,7 +160,8 @@ def latest_checkpoint(run_dir, *, fallback: bool = False) -> Path | None:
             return folder
         except CheckpointError as err:
             if not fallback:
-                raise CheckpointError(f"{err} (`--resume-fallback`, or resume(..., fallback=True), uses the previous complete checkpoint)") from err
+                raise CheckpointError(f"{err} (`--resume-fallback`, or resume(..., fallback=True), uses the previous "
+                                      "complete checkpoint)") from err
             warnings.warn(f"skipping checkpoint step {step}: {err}", stacklevel=2)
     return None
 

@@ -101,10 +101,10 @@ def _trainer(config, *, resume: bool, fallback: bool, overwrite: bool, resume_fr
     out = config.output_dir
     if resume:
         if list_checkpoints(out):
-            folder = latest_checkpoint(out, fallback=fallback)
+            folder = latest_checkpoint(out, fallback=fallback)  # verified once, here
             if folder is not None and resume_from is not None:
                 config = _resume_config(config, *resume_from, folder)
-            trainer = _checked(FIPOTrainer.resume, out, fallback=fallback, config=config)
+            trainer = _checked(FIPOTrainer.resume, out, fallback=fallback, config=config, checkpoint=folder)
             print(f"resuming {out} after step {trainer.step_count}, with the settings it was started with", flush=True)
             return trainer
         print(f"no checkpoint in {out}: starting at step 0", flush=True)

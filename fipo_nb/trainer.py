@@ -446,11 +446,13 @@ class FIPOTrainer:
         self._clear_run_files(self.step_count)
 
     @classmethod
-    def resume(cls, run_dir, *, fallback: bool = False, config: TrainConfig | None = None, **kwargs) -> "FIPOTrainer":
+    def resume(cls, run_dir, *, fallback: bool = False, config: TrainConfig | None = None,
+               checkpoint: Path | None = None, **kwargs) -> "FIPOTrainer":
         """A trainer continuing the newest complete checkpoint of `run_dir` (config from the checkpoint
         unless given). A bad newest checkpoint raises CheckpointError naming the file; fallback=True
-        uses the previous complete one instead."""
-        folder = latest_checkpoint(run_dir, fallback=fallback)
+        uses the previous complete one instead. `checkpoint`: that folder, already found and verified
+        by `checkpoint.latest_checkpoint` (its files are not hashed again)."""
+        folder = checkpoint or latest_checkpoint(run_dir, fallback=fallback)
         if folder is None:
             raise CheckpointError(f"no checkpoint in {Path(run_dir) / 'checkpoints'}")
         if config is None:
