@@ -93,7 +93,10 @@ def decode_chunk(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, con
     extra = {"logits_to_keep": 1} if _takes_logits_to_keep(model) else {}
     out = model(input_ids=ids[first], attention_mask=unique_mask, position_ids=positions, use_cache=True,
                 return_dict=True, **extra)
-    cache = out.cache if "cache" in out else out.past_key_values
+    # transformers renamed past_key_values to cache (5.x): pass it back under the name this version returned it
+    # by, since a forward that does not know the name swallows it in **kwargs and runs without the cache
+    cache_key = "cache" if "cache" in out else "past_key_values"
+    cache = out[cache_key]
     owner = owner.to(device)
     if len(firsts) < rows:
         cache.batch_select_indices(owner)  # copy each prompt's KV cache to its rows
@@ -131,8 +134,8 @@ def decode_chunk(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, con
             active, tokens, attention, position = active[index], tokens[index], attention[index], position[index]
         attention = torch.cat([attention, attention.new_ones(attention.shape[0], 1)], dim=1)  # [a, p + t + 1]
         position = position + 1
-        out = model(input_ids=tokens[:, None], attention_mask=attention, position_ids=position[:, None], cache=cache,
-                    use_cache=True, return_dict=True)
+        out = model(input_ids=tokens[:, None], attention_mask=attention, position_ids=position[:, None],
+                    use_cache=True, return_dict=True, **{cache_key: cache})
         logits = out.logits[:, -1].float()  # [a, V]
         del out
     return responses[:, :steps]
