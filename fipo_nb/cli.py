@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from . import __version__
 from .config import FIPOConfig
@@ -52,8 +53,6 @@ def _resolve(preset: str, overrides: list[str], steps: int | None, out: str | No
 
 def _check_folder(path) -> None:
     """An output folder must be a folder (or not exist yet): found before any model is loaded."""
-    from pathlib import Path
-
     for part in (Path(path), *Path(path).parents):
         if part.exists():
             if not part.is_dir():
@@ -95,14 +94,16 @@ def _flat(settings: dict, prefix: str = "") -> dict:
 
 
 def _trainer(config, *, resume: bool, fallback: bool, overwrite: bool, resume_from=None):
-    from .checkpoint import latest_checkpoint, list_checkpoints
+    from .checkpoint import CheckpointError, latest_checkpoint, list_checkpoints
     from .trainer import FIPOTrainer
 
     out = config.output_dir
     if resume:
         if list_checkpoints(out):
             folder = latest_checkpoint(out, fallback=fallback)  # verified once, here
-            if folder is not None and resume_from is not None:
+            if folder is None:  # every one is incomplete or corrupted, and fallback skipped them all
+                raise CheckpointError(f"no complete checkpoint in {Path(out) / 'checkpoints'}")
+            if resume_from is not None:
                 config = _resume_config(config, *resume_from, folder)
             trainer = _checked(FIPOTrainer.resume, out, fallback=fallback, config=config, checkpoint=folder)
             print(f"resuming {out} after step {trainer.step_count}, with the settings it was started with", flush=True)
@@ -184,8 +185,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     config = _resolve("demo", args.set, args.steps, args.out)
     earlier = Path(config.output_dir) / "config.json"
     if earlier.exists() and not args.overwrite:  # a demo run is replaced; anything else needs --overwrite
@@ -244,13 +243,11 @@ def _cmd_launch(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from .integrations.verl import OFFICIAL_CLUSTER
+    from .integrations.verl import default_cluster
     from .plan import plan
 
     config = _resolve(args.preset, args.set, None, None)
-    default = OFFICIAL_CLUSTER if config.strategy != "single" else (1, 1)  # as `fipo-nb launch verl`
-    nodes = default[0] if args.nodes is None else args.nodes
-    gpus = default[1] if args.gpus_per_node is None else args.gpus_per_node
+    nodes, gpus = default_cluster(config, args.nodes, args.gpus_per_node)  # as `fipo-nb launch verl`
     print(_checked(plan, config, nodes, gpus, args.gpu_memory, engine=args.engine,
                    mean_response=args.mean_response))
     return 0

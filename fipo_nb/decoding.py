@@ -123,9 +123,10 @@ def decode_chunk(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, con
         responses[active, steps] = tokens
         steps += 1
         going = ~torch.isin(tokens, stops)  # [a]
-        if steps >= max_new or not bool(going.any()):
+        left = int(going.sum())  # one wait for the device per token
+        if steps >= max_new or left == 0:
             break
-        if not bool(going.all()):  # finished rows leave the batch
+        if left < going.numel():  # finished rows leave the batch
             if probs_all is not None:
                 probs_all[active[~going]] = 0.0
                 probs_all[active[~going], pad_id] = 1.0  # generate() gives them pad from now on

@@ -133,14 +133,16 @@ def packing_supported(model) -> bool:
 
 def response_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor, *,
                       pad_id: int, temperature: float = 1.0, chunk_size: int = 1024, pack: bool = True) -> Tensor:
-    """Per-token log-probs [n, R] of the responses (rollout layout in, on the model's device):
-    packed when `pack` and the model keeps packed sequences apart, else the padded layout
-    (`logprobs.token_logprobs`; its response padding holds values of no meaning, packing's 0)."""
+    """Per-token log-probs [n, R] of the responses (rollout layout in, on any device; the model's
+    device out): packed when `pack` and the model keeps packed sequences apart, else the padded
+    layout (`logprobs.token_logprobs`; its response padding holds values of no meaning, packing's 0).
+    The rows are packed where they lie (pack_rows works on the CPU) and moved to the model once."""
+    device = next(model.parameters()).device
     if pack and packing_supported(model):
-        packed = pack_rows(prompt_ids, prompt_mask, response_ids, response_mask, pad_id).to(prompt_ids.device)
+        packed = pack_rows(prompt_ids, prompt_mask, response_ids, response_mask, pad_id).to(device)
         return packed_token_logprobs(model, packed, tuple(response_ids.shape), temperature=temperature,
                                      chunk_size=chunk_size)
-    input_ids = torch.cat([prompt_ids, response_ids], dim=1)  # [n, P + R]
-    attention = torch.cat([prompt_mask, response_mask], dim=1).long()  # [n, P + R]
+    input_ids = torch.cat([prompt_ids, response_ids], dim=1).to(device)  # [n, P + R]
+    attention = torch.cat([prompt_mask, response_mask], dim=1).long().to(device)  # [n, P + R]
     return token_logprobs(model, input_ids, attention, prompt_ids.shape[1], temperature=temperature,
                           chunk_size=chunk_size)

@@ -26,6 +26,7 @@ far beyond real final answers. Other pathological inputs may exist.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -220,6 +221,14 @@ def _whole(answer: str) -> Any:
     return None if _too_costly(expr) else expr
 
 
+@functools.lru_cache(maxsize=4096)
+def _gold_forms(gold: str) -> tuple:
+    """The ground truth parsed whole and as math-verify reads it: once per distinct gold string
+    (the G samples of a prompt, and every step, share it; parsing is most of a comparison's cost)."""
+    whole = _whole(gold) if len(gold) <= MAX_ANSWER_CHARS else None
+    return tuple(([whole] if whole is not None else []) + _parsed(gold))
+
+
 def answers_match(predicted: str | None, gold: str) -> bool:
     """True when the whole of `predicted` is mathematically the gold answer (math-verify); never raises.
 
@@ -239,8 +248,7 @@ def answers_match(predicted: str | None, gold: str) -> bool:
         whole = _whole(predicted)
         if whole is None:
             return False
-        gold_whole = _whole(gold) if len(gold) <= MAX_ANSWER_CHARS else None
-        gold_parsed = ([gold_whole] if gold_whole is not None else []) + _parsed(gold)
+        gold_parsed = list(_gold_forms(gold))
         return bool(gold_parsed) and bool(verify(gold_parsed, [whole], timeout_seconds=None))
     except Exception:  # garbage in, False out: a reward must not crash the training step
         return False

@@ -125,7 +125,7 @@ def dapo_score(response: str, ground_truth: str, *, strict_box_verify: bool = Fa
         pred = _last_boxed_content(window[-STRICT_BOX_WINDOW:])
         correct = pred == ground_truth  # no normalisation on this path
     else:
-        matches = ANSWER_PATTERN.findall(window)
-        pred = normalize_final_answer(matches[-1] if matches else INVALID)
+        answer = dapo_answer(response)
+        pred = normalize_final_answer(INVALID if answer is None else answer)
         correct = pred == normalize_final_answer(ground_truth)
     return DapoScore(1.0 if correct else -1.0, correct, pred)

@@ -234,10 +234,10 @@ class FIPOTrainer:
         """Per-token log-probs ([n, R], 0 at padding) of `rows`, or of every row split as the updates split them."""
         if rows is None:
             rows, parts = list(range(len(rollout))), [m for mb in self._micro_batch_ranges(len(rollout)) for m in mb]
-        else:
+        else:  # these rows as one mini-batch
             rows = list(rows)
-            parts = [range(s, min(s + self.config.micro_batch_size, len(rows)))
-                     for s in range(0, len(rows), self.config.micro_batch_size)]
+            parts = [m for mb in micro_batch_ranges(len(rows), max(len(rows), 1), self.config.micro_batch_size)
+                     for m in mb]
         out = torch.zeros(len(rows), rollout.response_ids.shape[1])
         with torch.set_grad_enabled(grad):
             for micro in parts:
@@ -245,8 +245,7 @@ class FIPOTrainer:
                 out[micro.start: micro.stop, : values.shape[1]] = values.detach().cpu()
         return out
 
-    def _micro_log_probs(self, part: Rollout) -> torch.Tensor:
-        part = part.to(self.policy.device)
+    def _micro_log_probs(self, part: Rollout) -> torch.Tensor:  # response_logprobs moves the rows to the model
         return response_logprobs(
             self.policy.model, part.prompt_ids, part.prompt_mask, part.response_ids, part.response_mask,
             pad_id=pad_token_id(self.policy.tokenizer), temperature=self.config.temperature or 1.0,

@@ -78,11 +78,11 @@ def accumulate_gradient(
     rows = range(micro_batches[0].start, micro_batches[-1].stop)
     width = old_log_probs.shape[1]
     tokens = int(loss_mask[rows.start: rows.stop].sum())
-    sequences = int(loss_mask[rows.start: rows.stop].any(dim=1).sum())
+    in_loss = loss_mask[rows.start: rows.stop].any(dim=1)  # [n] a new tensor: updated below
+    sequences = int(in_loss.sum())
     result = MiniBatchGradient(
         finite=True, tokens=tokens, kept=0, log_ratio=torch.zeros(len(rows), width),
-        weights=torch.ones(len(rows), width), future_kl=torch.zeros(len(rows), width),
-        in_loss=loss_mask[rows.start: rows.stop].any(dim=1).clone(),
+        weights=torch.ones(len(rows), width), future_kl=torch.zeros(len(rows), width), in_loss=in_loss,
     )
     for param in parameters:
         param.grad = None

@@ -113,6 +113,12 @@ class Launch:
         return plan(self.config, self.nodes, self.gpus_per_node, engine="verl")
 
 
+def default_cluster(config: TrainConfig, nodes: int | None = None, gpus_per_node: int | None = None) -> tuple:
+    """(nodes, gpus_per_node): those given, else the official 16 x 8 for strategy "verl" / "fsdp2", else 1 x 1."""
+    default = OFFICIAL_CLUSTER if config.strategy != "single" else (1, 1)
+    return default[0] if nodes is None else nodes, default[1] if gpus_per_node is None else gpus_per_node
+
+
 def launch(config: TrainConfig, *, nodes: int | None = None, gpus_per_node: int | None = None, out=None,
            extra: list[str] | tuple = ()) -> Launch:
     """The verl launch of `config`; `extra` are raw Hydra overrides appended last (verl checks them).
@@ -120,8 +126,7 @@ def launch(config: TrainConfig, *, nodes: int | None = None, gpus_per_node: int 
     nodes / gpus_per_node default to the official 16 x 8 for strategy "verl" / "fsdp2" presets, else 1 x 1.
     """
     config.validate()
-    default = OFFICIAL_CLUSTER if config.strategy != "single" else (1, 1)
-    nodes, gpus = default[0] if nodes is None else nodes, default[1] if gpus_per_node is None else gpus_per_node
+    nodes, gpus = default_cluster(config, nodes, gpus_per_node)
     for name, value in (("nodes", nodes), ("gpus_per_node", gpus)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise LaunchError(f"launch: {name} must be an integer >= 1; got {value!r}")
