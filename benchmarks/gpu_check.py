@@ -40,6 +40,7 @@ import torch
 
 from fipo_nb.models import qwen_tokenizer, tiny_config
 from fipo_nb.presets import apply_overrides, get_preset
+from logprobs import proc_status_kib  # benchmarks/logprobs.py (this script's folder is on sys.path)
 from fipo_nb.trainer import FIPOTrainer
 
 SHAPES = {  # the published Qwen2.5 configs (tied embeddings in both)
@@ -140,7 +141,7 @@ def run(args, out_dir: Path, cuda: bool) -> None:
                     torch.cuda.reset_peak_memory_stats()
                 else:
                     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-                    resident = _status_kib("VmRSS")
+                    resident = proc_status_kib("VmRSS")
                 started = time.perf_counter()
                 result = trainer.step()
                 if cuda:
@@ -166,16 +167,9 @@ def run(args, out_dir: Path, cuda: bool) -> None:
         raise SystemExit(f"the first mini-batch's log-ratio is not exactly 0 in: {', '.join(failed)}")
 
 
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
 def _cpu_peak_gib(resident_kib: int) -> float:
     """Peak resident memory of the step above what was resident at its start (no GPU to ask)."""
-    return (_status_kib("VmHWM") - resident_kib) / 2**20
+    return (proc_status_kib("VmHWM") - resident_kib) / 2**20
 
 
 if __name__ == "__main__":

@@ -74,9 +74,10 @@ def run(args) -> None:
             torch.manual_seed(seed)
             out = generate(model, tokenizer, prompts, backend=backend, **common)
             lengths = out.response_lengths
-            computed = sum((c.stop - c.start) * int(lengths[c].max()) for c in _chunks(len(out), args.batch_size))
             if backend == "compact":
                 computed = int(lengths.sum())  # a row leaves the batch after its last token
+            else:
+                computed = sum((c.stop - c.start) * int(lengths[c].max()) for c in _chunks(len(out), args.batch_size))
             return out.response_ids, out.response_mask, computed
         return sample
 

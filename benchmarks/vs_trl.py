@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 
 from fipo_nb.presets import apply_overrides, get_preset
+from logprobs import proc_status_kib  # benchmarks/logprobs.py (this script's folder is on sys.path)
 from fipo_nb.rewards import MathReward, score_responses
 from fipo_nb.trainer import FIPOTrainer
 
@@ -59,13 +60,6 @@ def main() -> None:
 
 
 # ------------------------------------------------------------------ measuring
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
 
 
 _resident_at_reset = [0]
@@ -90,13 +84,13 @@ def reset_peak_memory() -> None:
     (VmHWM := VmRSS)."""
     return_freed_memory()
     Path("/proc/self/clear_refs").write_text("5")
-    _resident_at_reset[0] = _status_kib("VmRSS")
+    _resident_at_reset[0] = proc_status_kib("VmRSS")
 
 
 def peak_memory_mib() -> float:
     """Peak resident memory since the reset, above what was resident then: what the step itself needed
     (the three trainers' models and optimizer states stay resident throughout)."""
-    return (_status_kib("VmHWM") - _resident_at_reset[0]) / 1024
+    return (proc_status_kib("VmHWM") - _resident_at_reset[0]) / 1024
 
 
 class Record:

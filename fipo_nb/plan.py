@@ -257,8 +257,8 @@ def _verl_memory(config, shape: ModelShape, n_gpus: int, nodes: int, hw: Hardwar
                          f"2 layers x 2 B x {shape.layer_params / 1e6:.0f}e6"))
     training.append(Line("gathered embedding / output head (bf16)", _gib(2 * shape.vocab * shape.hidden),
                          f"2 B x V {shape.vocab} x H {shape.hidden}"))
-    budget_tokens = config.micro_batch_size * (config.max_prompt_length + config.max_response_length)
-    tokens = budget_tokens  # per GPU: verl packs max_token_len_per_gpu x sp tokens over an sp group of GPUs
+    # per GPU: verl packs max_token_len_per_gpu x sp tokens over an sp group of GPUs
+    tokens = config.micro_batch_size * (config.max_prompt_length + config.max_response_length)
     training += _activations(shape, tokens, config.gradient_checkpointing)
     training.append(Line("logits: bf16 + fp32 log-softmax + bf16 grad", _gib(tokens * shape.vocab * 8),
                          f"{tokens} tok x V {shape.vocab} x 8 B"))
@@ -375,14 +375,12 @@ def plan(config, nodes: int = 1, gpus_per_node: int = 1, gpu_memory_gib: float =
         if config.advantage_estimator == "gae":
             problems.append("advantage_estimator 'gae' needs a critic: engine verl")
         training, rollout = _single_memory(config, shape)
-        rollout_budget = budget
         notes.append("one device: sampling (transformers generate) and training share the GPU, one after the other")
     else:
         if config.mode == "qlora":
             problems.append("mode 'qlora' (4-bit base) is not available in verl: use mode=lora or full")
         problems += _divisibility(config, n_gpus)
         training, rollout, cpu, concurrent, kv, resident = _verl_memory(config, shape, n_gpus, nodes, hw)
-        rollout_budget = budget
         dp = n_gpus // config.sequence_parallel if n_gpus % config.sequence_parallel == 0 else 0
         notes.append(f"verl: FSDP over {n_gpus} GPUs, Ulysses {config.sequence_parallel} (data parallel {dp}), "
                      f"vLLM tensor parallel {config.rollout_tensor_parallel} ({n_gpus // config.rollout_tensor_parallel} "
@@ -403,15 +401,15 @@ def plan(config, nodes: int = 1, gpus_per_node: int = 1, gpu_memory_gib: float =
         problems.append(f"training needs {training_total:.1f} GiB per GPU, over the {budget:.1f} GiB budget "
                         f"({hw.gpu_memory_gib:g} less {HEADROOM_GIB:g} headroom)")
     rollout_total = sum(l.gib for l in rollout)
-    if rollout_total > rollout_budget:
-        problems.append(f"sampling needs {rollout_total:.1f} GiB per GPU, over the {rollout_budget:.1f} GiB budget")
+    if rollout_total > budget:
+        problems.append(f"sampling needs {rollout_total:.1f} GiB per GPU, over the {budget:.1f} GiB budget")
     cpu_total = sum(l.gib for l in cpu)
     if cpu_total > hw.cpu_memory_gib:
         problems.append(f"offloaded states need {cpu_total:.0f} GiB of CPU memory per node, over {hw.cpu_memory_gib:g}")
     time = _time(config, shape, n_gpus, hw, engine, concurrent, mean_prompt, mean_response)
     notes.append(f"step time at a mean prompt of {mean_prompt} and response of {mean_response} tokens, "
                  f"{MFU:.0%} MFU of {hw.tflops:g} TFLOP/s, {BANDWIDTH_USE:.0%} of {hw.bandwidth_tbs:g} TB/s")
-    result = Plan(title, engine, nodes, gpus_per_node, training, budget, rollout, rollout_budget, cpu,
+    result = Plan(title, engine, nodes, gpus_per_node, training, budget, rollout, budget, cpu,
                   hw.cpu_memory_gib, time, notes, problems, concurrent_sequences=concurrent)
     if problems and _search and engine == "verl":
         for more in range(1, 65):

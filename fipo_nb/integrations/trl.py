@@ -48,6 +48,7 @@ import torch
 
 from ..config import FIPOConfig
 from ..core import policy_loss
+from ..update import merge_loss_metrics
 
 __all__ = ["FIPOGRPOTrainer"]
 
@@ -56,7 +57,6 @@ _TRL_METHODS = ("_compute_loss", "_prepare_inputs", "_get_per_token_logps_and_en
                 "get_high_entropy_mask", "get_off_policy_mask")
 _FORWARD_KEYS = ("pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes",
                  "num_tiles", "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids")
-_SUMMED = ("policy/tokens", "policy/kept_tokens", "policy/sequences")
 
 
 def _check_grpo_args(args, config: FIPOConfig) -> None:
@@ -198,22 +198,12 @@ class _FIPOLoss:
         return (totals[0] / totals[1].clamp(min=1.0)).item()
 
     def _log_fipo_metrics(self, metrics: dict[str, float], mode: str) -> None:
-        """policy_loss's metrics over all processes: token-weighted means, extremes, sums."""
+        """policy_loss's metrics over all processes, merged as the trainer merges micro-batches
+        (`update.merge_loss_metrics`: token-weighted means, extremes, sums)."""
         names = sorted(metrics)
         local = torch.tensor([[metrics[name] for name in names]], dtype=torch.float64, device=self.accelerator.device)
-        table = self.accelerator.gather(local)  # [processes, metrics]
-        column = {name: table[:, i] for i, name in enumerate(names)}
-        tokens, sequences = column["policy/tokens"], column["policy/sequences"]
-        present = tokens > 0  # processes whose micro-batch has response tokens
-        for name, values in column.items():
-            if name in _SUMMED:
-                value = values.sum()
-            elif name.endswith(("_min", "_max")):
-                picked = values[present] if present.any() else values
-                value = picked.min() if name.endswith("_min") else picked.max()
-            else:
-                weight = sequences if name == "policy/dropped_seq_frac" else tokens
-                value = (values * weight).sum() / weight.sum() if weight.sum() > 0 else values.mean()
+        rows = self.accelerator.gather(local).tolist()  # [processes, metrics]
+        for name, value in merge_loss_metrics([dict(zip(names, row)) for row in rows]).items():
             self._metrics[mode][name].append(float(value))
 
 

@@ -37,15 +37,14 @@ def chat_prompt(question: str) -> str:
 def tiny_actor(folder, seed: int = 0):
     """A tiny random Qwen2 with the real Qwen tokenizer, saved to `folder` and loaded back by verl's
     HFModelConfig (which gives the actor config its tokenizer, as in a worker)."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2ForCausalLM
     from verl.workers.config import HFModelConfig
 
-    from ..models import qwen_tokenizer
+    from ..models import qwen_tokenizer, tiny_config
 
     torch.manual_seed(seed)
     tokenizer = qwen_tokenizer()
-    config = Qwen2Config(architectures=["Qwen2ForCausalLM"], vocab_size=151936, hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+    config = tiny_config("qwen2", max_position_embeddings=32768, architectures=["Qwen2ForCausalLM"],
                          eos_token_id=151645, pad_token_id=151643, bos_token_id=151643)
     model = Qwen2ForCausalLM(config).float()
     folder = Path(folder)
