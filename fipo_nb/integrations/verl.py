@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import FIPOConfig, TrainConfig
-from .verl_fields import CONSTANT, FIELDS, PLUGIN, POLICY_LOSS_TARGET, LaunchError, _Context, _value  # noqa: F401
+from .verl_fields import (  # noqa: F401
+    CONSTANT, FIELDS, PLUGIN, POLICY_LOSS_TARGET, LaunchError, _Context, _value, loss_fields,
+)
 
 ENTRY_POINT = "verl.trainer.main_ppo"
 VERL_VERSION = "0.9.1"
@@ -60,17 +62,10 @@ def actor_config(fipo: FIPOConfig, **actor_fields):
 
     fipo = dataclasses.replace(fipo).validate()
     trace = {k: actor_fields.pop(k) for k in ("trace_dir", "trace_samples") if k in actor_fields}
-    loss = plugin.FIPOPolicyLossConfig(
-        loss_mode=plugin.LOSS_NAME, fipo_loss=fipo.loss, dual_clip=fipo.dual_clip is not None,
-        decay_rate=fipo.decay_rate, weight_clip=fipo.weight_clip, weight_clip_high_only=fipo.weight_clip_high_only,
-        safety_threshold=fipo.safety_threshold, drop_dual_clipped_sequences=fipo.drop_dual_clipped_sequences,
-        log_ratio_clamp=fipo.log_ratio_clamp, **trace,
-    )
-    clip_high = fipo.clip_low if fipo.loss == "grpo" else fipo.clip_high
-    fields = dict(strategy="fsdp", rollout_n=1, ppo_micro_batch_size_per_gpu=1, clip_ratio=fipo.clip_low,
-                  clip_ratio_low=fipo.clip_low, clip_ratio_high=clip_high,
-                  clip_ratio_c=fipo.dual_clip if fipo.dual_clip is not None else 10.0,
-                  loss_agg_mode=plugin.AGGREGATION[fipo.loss], policy_loss=loss, entropy_coeff=0.0, use_kl_loss=False)
+    actor, settings = loss_fields(fipo)
+    loss = plugin.FIPOPolicyLossConfig(loss_mode=plugin.LOSS_NAME, **settings, **trace)
+    fields = dict(strategy="fsdp", rollout_n=1, ppo_micro_batch_size_per_gpu=1, clip_ratio=fipo.clip_low, **actor,
+                  policy_loss=loss, entropy_coeff=0.0, use_kl_loss=False)
     fields.update(actor_fields)
     return FSDPActorConfig(**fields)
 

@@ -311,15 +311,30 @@ def _with_critic(name: str, actor_key: str, critic_key: str):
     return handle
 
 
+AGGREGATION = {"fipo": "token-mean", "dapo": "token-mean", "grpo": "seq-mean-token-mean"}  # verl's loss_agg_mode
+
+
+def loss_fields(f) -> tuple[dict, dict]:
+    """A FIPOConfig as (verl actor fields, fipo_nb policy-loss fields): the one mapping that the
+    launch's overrides and `verl.actor_config` share."""
+    actor = dict(clip_ratio_low=f.clip_low, clip_ratio_high=f.clip_low if f.loss == "grpo" else f.clip_high,
+                 clip_ratio_c=f.dual_clip if f.dual_clip is not None else 10.0, loss_agg_mode=AGGREGATION[f.loss])
+    policy = dict(fipo_loss=f.loss, dual_clip=f.dual_clip is not None, decay_rate=f.decay_rate,
+                  weight_clip=f.weight_clip, weight_clip_high_only=f.weight_clip_high_only,
+                  safety_threshold=f.safety_threshold, drop_dual_clipped_sequences=f.drop_dual_clipped_sequences,
+                  log_ratio_clamp=f.log_ratio_clamp)
+    return actor, policy
+
+
 def _loss(x: _Context):
     """FIPOConfig -> the actor's loss: "fipo" is loss_mode fipo_nb; "dapo" / "grpo" are verl's own ("vanilla")."""
     f = x.c.fipo
-    out = [f"actor_rollout_ref.actor.clip_ratio_low={f.clip_low!r}",
-           f"actor_rollout_ref.actor.clip_ratio_high={(f.clip_low if f.loss == 'grpo' else f.clip_high)!r}",
-           f"actor_rollout_ref.actor.clip_ratio_c={(f.dual_clip if f.dual_clip is not None else 10.0)!r}",
-           f"actor_rollout_ref.actor.policy_loss._target_={POLICY_LOSS_TARGET}",
-           f"actor_rollout_ref.actor.policy_loss.loss_mode={'fipo_nb' if f.loss == 'fipo' else 'vanilla'}",
-           f"actor_rollout_ref.actor.loss_agg_mode={'seq-mean-token-mean' if f.loss == 'grpo' else 'token-mean'}"]
+    actor, settings = loss_fields(f)
+    out = [f"actor_rollout_ref.actor.{key}={actor[key]!r}"
+           for key in ("clip_ratio_low", "clip_ratio_high", "clip_ratio_c")]
+    out += [f"actor_rollout_ref.actor.policy_loss._target_={POLICY_LOSS_TARGET}",
+            f"actor_rollout_ref.actor.policy_loss.loss_mode={'fipo_nb' if f.loss == 'fipo' else 'vanilla'}",
+            f"actor_rollout_ref.actor.loss_agg_mode={actor['loss_agg_mode']}"]
     if f.loss != "fipo":  # verl's own loss: what it cannot do is an error
         if f.dual_clip is None:
             raise LaunchError("FIPOConfig.dual_clip: verl's vanilla loss always dual-clips; None needs fipo.loss=fipo")
@@ -328,10 +343,6 @@ def _loss(x: _Context):
                               "true needs fipo.loss=fipo")
         if f.log_ratio_clamp != 20.0:
             raise LaunchError(f"FIPOConfig.log_ratio_clamp: verl's vanilla loss clamps at 20; got {f.log_ratio_clamp!r}")
-    settings = dict(fipo_loss=f.loss, dual_clip=f.dual_clip is not None, decay_rate=f.decay_rate,
-                    weight_clip=f.weight_clip, weight_clip_high_only=f.weight_clip_high_only,
-                    safety_threshold=f.safety_threshold, drop_dual_clipped_sequences=f.drop_dual_clipped_sequences,
-                    log_ratio_clamp=f.log_ratio_clamp)
     return out + [f"+actor_rollout_ref.actor.policy_loss.{k}={_value(v)}" for k, v in settings.items()]
 
 

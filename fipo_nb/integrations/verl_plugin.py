@@ -38,10 +38,10 @@ from ..config import FIPOConfig
 from ..core import policy_loss
 from ..trace import token_pieces
 from ..update import merge_loss_metrics
+from .verl_fields import AGGREGATION
 
 LOSS_NAME = "fipo_nb"
 PHASE_SAMPLE = 64  # responses per step whose reasoning phase goes into metrics.jsonl
-AGGREGATION = {"fipo": "token-mean", "dapo": "token-mean", "grpo": "seq-mean-token-mean"}
 # fipo_nb metric -> verl's name (the trainer prefixes "actor/" to whatever lacks it)
 VERL_NAMES = {"policy/clip_frac": "actor/pg_clipfrac", "policy/dual_clip_frac": "actor/pg_clipfrac_lower",
               "policy/approx_kl": "actor/ppo_kl"}
