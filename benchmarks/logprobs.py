@@ -6,7 +6,7 @@
 
 Inputs: hidden states [B, T, H] (H = 896, Qwen2.5-0.5B) and an output head Linear(H, V) with
 Qwen's V = 151,936, random from a fixed seed, float32. The naive path is head(hidden) ->
-log_softmax -> gather; the chunked path is fipo_nb.logprobs.head_logprobs, the code that
+log_softmax -> gather; the chunked path is fipo_nb.models.logprobs.head_logprobs, the code that
 token_logprobs runs after the transformer body (checkpointed chunks under --backward).
 
 Each path runs in its own fresh subprocess. The child builds the inputs, resets its peak-RSS
@@ -66,7 +66,7 @@ def naive(hidden, head, targets):
 
 
 def child(args) -> None:
-    from fipo_nb.logprobs import head_logprobs
+    from fipo_nb.models.logprobs import head_logprobs
 
     hidden, head, targets = make_inputs(args.batch, args.length, args.backward)
     if args.path == "naive":

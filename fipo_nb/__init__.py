@@ -37,7 +37,7 @@ __all__ = [
 
 def __getattr__(name: str):
     if name == "FIPOTrainer":  # lazily: importing the trainer loads transformers, peft and math-verify
-        from .trainer import FIPOTrainer
+        from .train.trainer import FIPOTrainer
 
         return FIPOTrainer
     raise AttributeError(f"module 'fipo_nb' has no attribute {name!r}")

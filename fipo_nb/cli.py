@@ -29,7 +29,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_presets(args: argparse.Namespace) -> int:
-    from .presets import PRESETS
+    from .config.presets import PRESETS
 
     width = max(len(name) for name in PRESETS)
     for name, preset in PRESETS.items():
@@ -38,7 +38,7 @@ def _cmd_presets(args: argparse.Namespace) -> int:
 
 
 def _resolve(preset: str, overrides: list[str], steps: int | None, out: str | None):
-    from .presets import apply_overrides, get_preset
+    from .config.presets import apply_overrides, get_preset
 
     config = _checked(get_preset, preset)
     extra = list(overrides or [])
@@ -69,7 +69,7 @@ def _resume_config(config, overrides: list[str], steps: int | None, folder):
     --resume continues a run as it was configured (the preset's defaults do not replace its
     settings); a --set that would change what the run trains on or how is refused by name."""
     from .config import TrainConfig
-    from .presets import apply_overrides
+    from .config.presets import apply_overrides
 
     saved = TrainConfig(**json.loads((folder / "config.json").read_text()))
     extra = [*overrides, f"output_dir={config.output_dir}"] + ([f"steps={steps}"] if steps is not None else [])
@@ -94,8 +94,8 @@ def _flat(settings: dict, prefix: str = "") -> dict:
 
 
 def _trainer(config, *, resume: bool, fallback: bool, overwrite: bool, resume_from=None):
-    from .checkpoint import CheckpointError, latest_checkpoint, list_checkpoints
-    from .trainer import FIPOTrainer
+    from .train.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints
+    from .train.trainer import FIPOTrainer
 
     out = config.output_dir
     if resume:
@@ -116,8 +116,8 @@ def _trainer(config, *, resume: bool, fallback: bool, overwrite: bool, resume_fr
 
 def _run(config, *, report: bool, resume: bool = False, fallback: bool = False, overwrite: bool = False,
          resume_from=None) -> int:
-    from .checkpoint import CheckpointError
-    from .report import write_report
+    from .train.checkpoint import CheckpointError
+    from .views.report import write_report
 
     started = time.perf_counter()
     try:
@@ -146,9 +146,9 @@ def _run(config, *, report: bool, resume: bool = False, fallback: bool = False, 
 
 def _interrupted(trainer) -> int:
     """Ctrl-C: finish the step in progress (a second Ctrl-C stops at once), then save a checkpoint."""
-    from .checkpoint import latest_checkpoint
+    from .train.checkpoint import latest_checkpoint
 
-    if trainer._pending is not None:
+    if trainer.step_in_progress is not None:
         print(f"finishing step {trainer.step_count + 1} so that it can be saved (Ctrl-C again: stop without it)",
               file=sys.stderr, flush=True)
         try:
@@ -167,7 +167,7 @@ def _interrupted(trainer) -> int:
 
 
 def _saved(trainer):
-    from .checkpoint import CheckpointError
+    from .train.checkpoint import CheckpointError
 
     try:
         return trainer.save()
@@ -211,7 +211,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from .views.report import write_report
 
     print(_checked(write_report, args.run_dir, args.out))
     return 0
@@ -244,7 +244,7 @@ def _cmd_launch(args: argparse.Namespace) -> int:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from .integrations.verl import default_cluster
-    from .plan import plan
+    from .integrations.verl.plan import plan
 
     config = _resolve(args.preset, args.set, None, None)
     nodes, gpus = default_cluster(config, args.nodes, args.gpus_per_node)  # as `fipo-nb launch verl`

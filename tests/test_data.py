@@ -13,7 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import fipo_nb.data
+import fipo_nb.data.files
+import fipo_nb.data.problems
+import fipo_nb.data.sampler
+import fipo_nb.data.sources
 from fipo_nb.data import (
     DAPO_INSTRUCTION,
     DataError,
@@ -51,7 +54,8 @@ def write_jsonl(path, rows):
 
 
 def test_doctests_pass():
-    assert doctest.testmod(fipo_nb.data).failed == 0
+    for module in (fipo_nb.data.sources, fipo_nb.data.sampler, fipo_nb.data.problems, fipo_nb.data.files):
+        assert doctest.testmod(module).failed == 0
 
 
 def test_dapo_parquet_round_trip_keeps_prompt_answer_and_ids(tmp_path):

@@ -45,7 +45,7 @@ def test_evaluating_does_not_change_what_training_does(tmp_path):
 def test_repeated_problems_are_sampled_once(tmp_path):
     # DAPO's AIME file repeats each problem 32 times: k samples per *distinct* problem, not 32 k
     from fipo_nb.data import from_records
-    from fipo_nb.evaluation import evaluate
+    from fipo_nb.train.evaluation import evaluate
     from fipo_nb.models import load_policy
     from fipo_nb.rewards import MathReward
 
@@ -63,7 +63,7 @@ def test_repeated_problems_are_sampled_once(tmp_path):
 
 def test_evaluation_follows_reward_errors(tmp_path):
     from fipo_nb.data import from_records
-    from fipo_nb.evaluation import evaluate
+    from fipo_nb.train.evaluation import evaluate
     from fipo_nb.models import load_policy
     from fipo_nb.rewards import RewardError
 

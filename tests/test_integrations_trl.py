@@ -11,7 +11,7 @@ import torch
 
 from fipo_nb import FIPOConfig
 from fipo_nb.core import policy_loss
-from fipo_nb.models import _tiny_checkpoint, tiny_model
+from fipo_nb.models import tiny_checkpoint, tiny_model
 
 PROMPTS = ["1 + 1 =", "2 + 3 =", "4 + 4 =", "5 + 1 ="]
 
@@ -221,7 +221,7 @@ def test_weights_leave_one_from_the_second_update_of_a_generation(trl, FIPOGRPOT
 def test_one_lora_training_step_from_a_model_folder(trl, FIPOGRPOTrainer, tmp_path):
     from peft import LoraConfig
 
-    folder = _tiny_checkpoint("tiny-qwen2", 0)  # TRL loads it by path, as it would a hub id
+    folder = tiny_checkpoint("tiny-qwen2", 0)  # TRL loads it by path, as it would a hub id
     trainer = make_trainer(trl, FIPOGRPOTrainer, tmp_path, model=str(folder),
                            peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
     lora = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}

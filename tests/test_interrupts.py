@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from fipo_nb.interrupts import SafeInterrupt
+from fipo_nb.train.interrupts import SafeInterrupt
 from fipo_nb.presets import apply_overrides, get_preset
 from fipo_nb.trainer import FIPOTrainer
 
@@ -45,7 +45,7 @@ def test_interrupt_inside_a_step_stops_after_the_mini_batch_and_continues_exactl
     trainer.optimizer.register_step_post_hook(after_update)
     with pytest.raises(KeyboardInterrupt, match="step 2 stopped after update 1"):
         trainer.train(3, progress=False)
-    assert trainer.step_count == 1 and trainer._pending is not None and trainer._pending.next_update == 1
+    assert trainer.step_count == 1 and trainer.step_in_progress is not None and trainer.step_in_progress.next_update == 1
     assert len(trainer.history) == 1
     trainer.train(2, progress=False)  # finishes step 2, then runs step 3
     assert trainer.step_count == 3 and updates["n"] == 6  # no update ran twice or was lost
@@ -58,7 +58,7 @@ def test_interrupt_between_steps_stops_after_the_step(tmp_path):
     trainer = trainer_at(tmp_path)
     with pytest.raises(KeyboardInterrupt, match="stopped after step 1"):
         trainer.train(3, progress=False, callback=lambda result: os.kill(os.getpid(), signal.SIGINT))
-    assert trainer.step_count == 1 and trainer._pending is None
+    assert trainer.step_count == 1 and trainer.step_in_progress is None
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # our handler is gone again
     trainer.train(1, progress=False)
     assert trainer.step_count == 2

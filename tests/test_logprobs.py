@@ -1,4 +1,4 @@
-"""fipo_nb.logprobs: the chunked path equals the naive one, in value and gradient, and equals
+"""fipo_nb.models.logprobs: the chunked path equals the naive one, in value and gradient, and equals
 what generate() sampled with. Real tiny transformers models, built from configs (no hub)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 import transformers
 
-import fipo_nb.logprobs
-from fipo_nb.logprobs import head_logprobs, naive_token_logprobs, selective_log_softmax, token_logprobs
+import fipo_nb.models.logprobs
+from fipo_nb.models.logprobs import head_logprobs, naive_token_logprobs, selective_log_softmax, token_logprobs
 
 # peft 0.21 calls a transformers 5 method that is deprecated: not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
@@ -84,7 +84,7 @@ def response_mask(mask):
 
 
 def test_doctests_in_logprobs_pass():
-    assert doctest.testmod(fipo_nb.logprobs).failed == 0
+    assert doctest.testmod(fipo_nb.models.logprobs).failed == 0
 
 
 # ---------------------------------------------------------------- selective_log_softmax

@@ -1,4 +1,4 @@
-"""fipo_nb.packing: padding-free log-prob passes equal the padded layout's, on real tiny models."""
+"""fipo_nb.models.packing: padding-free log-prob passes equal the padded layout's, on real tiny models."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fipo_nb.models import load_policy
-from fipo_nb.packing import pack_rows, packing_supported, response_logprobs
+from fipo_nb.models.packing import pack_rows, packing_supported, response_logprobs
 from fipo_nb.presets import apply_overrides, get_preset
 from fipo_nb.rollout import generate, pad_token_id
 from fipo_nb.trainer import FIPOTrainer
@@ -89,6 +89,6 @@ def test_a_packed_step_equals_a_padded_step_and_its_first_update_is_on_policy(tm
 def test_doctests_in_packing_pass():
     import doctest
 
-    import fipo_nb.packing
+    import fipo_nb.models.packing
 
-    assert doctest.testmod(fipo_nb.packing).failed == 0
+    assert doctest.testmod(fipo_nb.models.packing).failed == 0

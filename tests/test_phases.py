@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import fipo_nb.phases
+import fipo_nb.analysis.phases
 from fipo_nb.phases import SEGMENT_KINDS, classify, segments, summarize, token_spans
 
 SUPERFICIAL = """To solve this problem, first we will identify what is being asked. Then we need to
@@ -264,7 +264,7 @@ def test_token_spans_give_each_token_the_segment_of_its_first_visible_character(
 
 def test_token_spans_of_real_token_pieces_match_the_character_segments():
     from fipo_nb.models import qwen_tokenizer
-    from fipo_nb.trace import token_pieces
+    from fipo_nb.models import token_pieces
 
     tok = qwen_tokenizer("qwen2.5")
     for text in [DAPO[4], BOXED[3], MULTI_PASS + " 🦜 done"]:
@@ -283,4 +283,4 @@ def test_token_spans_of_real_token_pieces_match_the_character_segments():
 
 
 def test_doctests_in_phases_pass():
-    assert doctest.testmod(fipo_nb.phases).failed == 0
+    assert doctest.testmod(fipo_nb.analysis.phases).failed == 0

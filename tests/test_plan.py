@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from fipo_nb.plan import GIB, model_shape, plan
+from fipo_nb.integrations.verl.plan import GIB, model_shape, plan
 from fipo_nb.presets import apply_overrides, get_preset
 
 

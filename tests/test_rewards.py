@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-import fipo_nb.rewards
+import fipo_nb.rewards.math
+import fipo_nb.rewards.scoring
 from fipo_nb.config import ANSWER_MODES
 from fipo_nb.data import DAPO_INSTRUCTION, Problem, from_records
 from fipo_nb.rewards import (
@@ -29,7 +30,8 @@ def problem(answer: str, id: str = "test:0", source: str = "") -> Problem:
 
 
 def test_doctests_pass():
-    assert doctest.testmod(fipo_nb.rewards).failed == 0
+    for module in (fipo_nb.rewards.math, fipo_nb.rewards.scoring):
+        assert doctest.testmod(module).failed == 0
 
 
 @pytest.mark.parametrize(
@@ -150,7 +152,7 @@ def test_costly_answers_are_refused_instead_of_hanging(costly, monkeypatch):
     # unguarded, math-verify runs for minutes to hours on these (it has no timeout here): they are
     # refused by their size or depth before verify ever sees them
     compared = []
-    monkeypatch.setattr(fipo_nb.rewards, "verify", lambda *args, **kwargs: compared.append(args) or False)
+    monkeypatch.setattr(fipo_nb.rewards.math, "verify", lambda *args, **kwargs: compared.append(args) or False)
     assert not answers_match(costly, "3")
     assert compared == []
 

@@ -1,4 +1,4 @@
-"""fipo_nb.rewards_dapo: the official DAPO scorer (verl's math_dapo.py), checked against cases
+"""fipo_nb.rewards.dapo: the official DAPO scorer (verl's math_dapo.py), checked against cases
 worked out by hand from reading that code."""
 
 from __future__ import annotations
@@ -7,12 +7,12 @@ import doctest
 
 import pytest
 
-import fipo_nb.rewards_dapo
-from fipo_nb.rewards_dapo import DapoScore, dapo_answer, dapo_score, normalize_final_answer
+import fipo_nb.rewards.dapo
+from fipo_nb.rewards.dapo import DapoScore, dapo_answer, dapo_score, normalize_final_answer
 
 
 def test_doctests_pass():
-    assert doctest.testmod(fipo_nb.rewards_dapo).failed == 0
+    assert doctest.testmod(fipo_nb.rewards.dapo).failed == 0
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,11 @@
-"""fipo_nb.segment_metrics: weight and Future-KL per reasoning segment, by hand and from a real step."""
+"""fipo_nb.analysis.segments: weight and Future-KL per reasoning segment, by hand and from a real step."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from fipo_nb.segment_metrics import GROUPS, segment_metrics, step_segment_metrics, token_groups
+from fipo_nb.analysis.segments import GROUPS, segment_metrics, step_segment_metrics, token_groups
 
 # working: tokens 0-5, verification: 6-10 (its cue "Wait," is 6-7), answer: 11-13
 PIECES = ["3", " +", " 4", " =", " 7", ".", " Wait", ",", " 7", ".", "\n", "Answer", ":", " 7"]
@@ -51,7 +51,7 @@ def test_no_rows_give_zero_shares_and_no_means():
 
 def test_a_training_step_logs_segment_metrics_that_match_its_weights(tmp_path):
     from fipo_nb.presets import apply_overrides, get_preset
-    from fipo_nb.runlog import read_jsonl
+    from fipo_nb.train.runlog import read_jsonl
     from fipo_nb.trainer import FIPOTrainer
 
     config = apply_overrides(get_preset("cpu-smoke"), [f"output_dir={tmp_path}", "save_every=-1",

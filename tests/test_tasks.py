@@ -1,4 +1,4 @@
-"""fipo_nb.tasks: built-in procedural problems with computed answers, as data sources."""
+"""fipo_nb.data.tasks: built-in procedural problems with computed answers, as data sources."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-import fipo_nb.tasks
+import fipo_nb.data.tasks
 from fipo_nb.data import load_problems
-from fipo_nb.tasks import arithmetic_problems, word_problems
+from fipo_nb.data.tasks import arithmetic_problems, word_problems
 
 
 def test_doctests_in_tasks_pass():
-    assert doctest.testmod(fipo_nb.tasks).failed == 0
+    assert doctest.testmod(fipo_nb.data.tasks).failed == 0
 
 
 def test_arithmetic_answers_follow_precedence():

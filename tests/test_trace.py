@@ -10,7 +10,8 @@ import torch
 
 from fipo_nb.models import char_tokenizer, qwen_tokenizer, smollm2_checkpoint
 from fipo_nb.presets import apply_overrides, get_preset
-from fipo_nb.trace import load_traces, select_rows, token_pieces, write_step
+from fipo_nb.models import token_pieces
+from fipo_nb.trace import load_traces, select_rows, write_step
 from fipo_nb.trainer import FIPOTrainer
 
 TEXTS = ["Answer: 42\n", "café 😀 🦜 𓀀 龘 中文 — done.<|im_end|>", "  two  spaces\n\n\tand tabs", "x" * 50 + "é" * 7]
@@ -32,7 +33,7 @@ def test_one_decode_pieces_equal_the_streamed_ones(name):
     on text and on random ids (bytes that split characters, or are no UTF-8 at all)."""
     from transformers import AutoTokenizer
 
-    from fipo_nb.trace import _byte_level_pieces, _streamed_pieces
+    from fipo_nb.models.tokens import _byte_level_pieces, _streamed_pieces
 
     tok = {"qwen": lambda: qwen_tokenizer("qwen2.5"), "char": char_tokenizer,
            "smollm2": lambda: AutoTokenizer.from_pretrained(smollm2_checkpoint())}[name]()

@@ -12,7 +12,8 @@ import torch
 from fipo_nb import FIPOConfig
 from fipo_nb.models import load_policy
 from fipo_nb.presets import apply_overrides, get_preset
-from fipo_nb.trainer import FIPOTrainer, merge_loss_metrics
+from fipo_nb.train.metrics import merge_loss_metrics
+from fipo_nb.trainer import FIPOTrainer
 
 REQUIRED = [
     "step", "reward/mean", "accuracy/mean", "length/mean", "length/median", "length/q25", "length/q75",
@@ -176,10 +177,10 @@ def test_rollout_update_rollout_update_in_every_adapter_mode(tmp_path, mode):
 
 
 def test_a_failure_while_finishing_a_step_is_retried_without_losing_or_repeating_it(tmp_path, monkeypatch):
-    import fipo_nb.trace
+    import fipo_nb.analysis.traces
 
     trainer = FIPOTrainer(smoke(tmp_path, "lr_warmup_steps=4"))
-    real = fipo_nb.trace.write_step
+    real = fipo_nb.analysis.traces.write_step
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -188,10 +189,10 @@ def test_a_failure_while_finishing_a_step_is_retried_without_losing_or_repeating
             raise OSError("disk full")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(fipo_nb.trace, "write_step", flaky)
+    monkeypatch.setattr(fipo_nb.analysis.traces, "write_step", flaky)
     with pytest.raises(OSError, match="disk full"):
         trainer.step()
-    assert trainer.step_count == 0 and trainer.history == [] and trainer._pending is not None
+    assert trainer.step_count == 0 and trainer.history == [] and trainer.step_in_progress is not None
     result = trainer.step()  # finishes the same step: no update runs twice
     assert result.step == 1 and trainer.step_count == 1 and [m["step"] for m in trainer.history] == [1]
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(trainer.config.lr * 1 / 4)  # warm-up moved once
@@ -209,13 +210,13 @@ def test_old_log_probs_and_updates_split_rows_into_the_same_micro_batches(tmp_pa
     # 16 rows per update, micro-batches of 6: both passes must see 0-5, 6-11, 12-15 | 16-21, 22-27, 28-31
     trainer = FIPOTrainer(smoke(tmp_path, "micro_batch_size=6"), reward_fn=coin)
     seen = {False: [], True: []}  # grad enabled -> response ids of each micro-batch, in order
-    score = trainer._micro_log_probs
+    score = trainer.micro_log_probs
 
     def recording(part):
         seen[torch.is_grad_enabled()].append(part.response_ids)
         return score(part)
 
-    trainer._micro_log_probs = recording
+    trainer.micro_log_probs = recording
     trainer.step()
     assert [len(ids) for ids in seen[False]] == [6, 6, 4, 6, 6, 4]
     assert len(seen[True]) == len(seen[False])

@@ -1,4 +1,4 @@
-"""fipo_nb.update: one mini-batch's gradient over micro-batches, normalised as the official loss."""
+"""fipo_nb.train.update: one mini-batch's gradient over micro-batches, normalised as the official loss."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import torch
 
 from fipo_nb import FIPOConfig
 from fipo_nb.core import policy_loss
-from fipo_nb.logprobs import token_logprobs
+from fipo_nb.models.logprobs import token_logprobs
 from fipo_nb.models import load_policy
 from fipo_nb.rollout import generate
-from fipo_nb.update import accumulate_gradient, micro_batch_ranges
+from fipo_nb.train.update import accumulate_gradient, micro_batch_ranges
 
 PROMPTS = [[{"role": "user", "content": "What is 1 + 2?"}], [{"role": "user", "content": "Name a prime."}]]
 

@@ -8,12 +8,12 @@ import re
 import pytest
 
 from fipo_nb.presets import apply_overrides, get_preset
-from fipo_nb.runlog import read_jsonl
+from fipo_nb.train.runlog import read_jsonl
 from fipo_nb.trace import load_traces
 from fipo_nb.trainer import FIPOTrainer
 from fipo_nb.widgets import Dashboard, PhaseView, TokenView
-from fipo_nb.trace import token_pieces
-from fipo_nb.widgets.records import colour, segment_summary, token_html, view_record, view_records
+from fipo_nb.models import token_pieces
+from fipo_nb.views.records import colour, segment_summary, token_html, view_record, view_records
 
 
 @pytest.fixture(scope="module")

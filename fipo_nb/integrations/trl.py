@@ -48,7 +48,7 @@ import torch
 
 from ..config import FIPOConfig
 from ..core import policy_loss
-from ..update import merge_loss_metrics
+from ..train.metrics import merge_loss_metrics
 
 __all__ = ["FIPOGRPOTrainer"]
 

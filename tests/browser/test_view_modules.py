@@ -8,7 +8,7 @@ import json
 import random
 
 from fipo_nb.widgets import Dashboard, PhaseView, TokenView
-from fipo_nb.widgets.assets import esm, stylesheet
+from fipo_nb.views.assets import esm, stylesheet
 
 HARNESS = """<!doctype html><html><head><meta charset="utf-8"><style>{css}</style></head>
 <body><div id="root"></div>
@@ -94,7 +94,7 @@ def test_token_view_recolours_moves_steps_and_shows_tooltips(page, static_server
 
 def test_token_view_shows_segment_bands_a_legend_and_the_summary(page, static_server, artifacts):
     from fipo_nb.models import qwen_tokenizer
-    from fipo_nb.trace import token_pieces
+    from fipo_nb.models import token_pieces
 
     text = ("The rectangle is 6 by 9, so its area is 6 * 9 = 54.\nLet me verify: 9 * 6 = 54 and 54 / 9 = 6.\n"
             "Wait, also 6 + 6 + 9 + 9 = 30 is the perimeter, not the area.\nAnswer: 54")
@@ -184,7 +184,7 @@ def test_phase_view_charts_pick_a_step_and_show_examples(page, static_server, sm
 
 
 def test_dashboard_redraws_in_place(page, static_server, smoke_run):
-    from fipo_nb.runlog import read_jsonl
+    from fipo_nb.train.runlog import read_jsonl
 
     rows = read_jsonl(smoke_run / "metrics.jsonl")
     widget = Dashboard()

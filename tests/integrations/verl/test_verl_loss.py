@@ -14,7 +14,7 @@ from verl.workers.utils.padding import no_padding_2_padding
 from fipo_nb.config import FIPOConfig
 from fipo_nb.core import policy_loss
 from fipo_nb.integrations.verl import actor_config
-from fipo_nb.integrations.verl_example import mini_batches, sequence_log_probs, verl_batch
+from verl_tiny_run import mini_batches, sequence_log_probs, verl_batch
 
 
 @pytest.fixture(scope="module")

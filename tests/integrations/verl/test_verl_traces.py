@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fipo_nb.integrations.verl_example import train_steps
+from verl_tiny_run import train_steps
 from fipo_nb.trace import load_traces, trace_steps
 
 
@@ -63,12 +63,13 @@ def test_each_step_appends_a_metrics_row_and_the_loss_reports_verl_names(run):
 
 
 def test_other_ranks_write_nothing(tmp_path, monkeypatch):
-    from fipo_nb.integrations import verl_plugin
+    from fipo_nb.integrations.verl import loss as verl_loss
+    from fipo_nb.integrations.verl import traces as verl_traces
 
-    monkeypatch.setattr(verl_plugin, "_rank", lambda: 1)
-    hook = verl_plugin.TraceHook()
+    monkeypatch.setattr(verl_traces, "_rank", lambda: 1)
+    hook = verl_traces.TraceHook()
 
-    class Settings(verl_plugin.FIPOPolicyLossConfig):
+    class Settings(verl_loss.FIPOPolicyLossConfig):
         pass
 
     config = type("Actor", (), {"policy_loss": Settings(loss_mode="fipo_nb", trace_dir=str(tmp_path))})()
@@ -81,7 +82,7 @@ def test_step_metrics_merge_micro_batches_as_the_trainer_does():
     from fipo_nb import phases
     from fipo_nb.config import FIPOConfig
     from fipo_nb.core import policy_loss
-    from fipo_nb.integrations import verl_plugin
+    from fipo_nb.integrations.verl import traces as verl_traces
 
     generator = torch.Generator().manual_seed(0)
     old = torch.randn(4, 6, generator=generator) - 2
@@ -90,7 +91,7 @@ def test_step_metrics_merge_micro_batches_as_the_trainer_does():
     advantages = torch.tensor([1.0, -1.0, 1.0, -1.0])[:, None].expand(4, 6)
     full = policy_loss(new, old, advantages, torch.ones(4, 6, dtype=torch.bool), FIPOConfig())
     empty = policy_loss(new[:2], old[:2], advantages[:2], torch.zeros(2, 6, dtype=torch.bool), FIPOConfig())
-    hook = verl_plugin.TraceHook()
+    hook = verl_traces.TraceHook()
     hook.loss_metrics = [full.metrics, empty.metrics]
     row = hook.step_metrics(phases)
     assert row["fipo/weight_min"] == full.metrics["fipo/weight_min"] > 0

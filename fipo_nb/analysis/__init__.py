@@ -1,0 +1,6 @@
+"""What happened inside a run, read from its responses and updates (no model code).
+
+    phases.py     a response's reasoning phase (1-4) and its segments (planning, working, result, verification, answer)
+    segments.py   influence weight and Future-KL per reasoning segment: a step's segment/* metrics
+    traces.py     per-token trace records: built, written one Parquet file per step, read back
+"""

@@ -1,0 +1,15 @@
+"""Rewards: read the final answer of a response and judge it; score a batch; overlong shaping.
+
+    math.py      MathReward: the answer line or \\boxed{} judged whole with math-verify, or the DAPO scorer
+    dapo.py      the official DAPO scorer (verl's math_dapo), line for line
+    scoring.py   score_responses (any reward function; failures named), overlong_penalty (DAPO's shaping)
+"""
+
+from .dapo import dapo_answer, dapo_score
+from .math import MODES, MathReward, answers_match, dapo_hedge, extract_answer, is_dapo_source
+from .scoring import ON_ERROR, RewardError, RewardResult, overlong_penalty, score_responses
+
+__all__ = [
+    "MODES", "MathReward", "ON_ERROR", "RewardError", "RewardResult", "answers_match", "dapo_answer", "dapo_hedge",
+    "dapo_score", "extract_answer", "is_dapo_source", "overlong_penalty", "score_responses",
+]

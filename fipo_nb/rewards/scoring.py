@@ -1,0 +1,99 @@
+"""Scoring a batch of responses with any reward function, and DAPO's overlong shaping.
+
+A reward function is `MathReward` (math.py) or any callable (prompt, response, sample) -> float.
+`score_responses` turns what it returns into RewardResults and says which sample failed;
+`overlong_penalty` is DAPO's soft punishment of responses near the length limit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import REWARD_ERRORS
+
+__all__ = ["ON_ERROR", "RewardError", "RewardResult", "overlong_penalty", "score_responses"]
+
+ON_ERROR = REWARD_ERRORS  # what score_responses does with a failing reward function
+
+
+class RewardError(ValueError):
+    """A reward function raised, or returned something that is not a finite number; names the sample."""
+
+
+@dataclass
+class RewardResult:
+    """One response's score."""
+
+    reward: float
+    correct: bool
+    extracted: str | None = None
+    """The answer found in the response (None: none found)."""
+    error: str | None = None
+    """Why the reward function failed on this response, when it was scored as incorrect instead."""
+
+
+def _score_one(reward_fn: Any, prompt: str, response: str, sample: Any) -> RewardResult:
+    if hasattr(reward_fn, "score"):
+        result = reward_fn.score(prompt, response, sample)
+        if not isinstance(result, RewardResult):
+            raise TypeError(f".score returned {type(result).__name__}, not RewardResult")
+        value = result.reward
+    else:
+        value = reward_fn(prompt, response, sample)
+        result = None
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__float__"):
+        raise TypeError(f"reward is {type(value).__name__}, not a number")
+    reward = float(value)  # numpy scalars and 0-d tensors too
+    if not math.isfinite(reward):
+        raise ValueError(f"reward is {reward}")
+    if result is None:
+        return RewardResult(reward, reward > 0)
+    return RewardResult(reward, result.correct, result.extracted)
+
+
+def _sample_id(sample: Any):
+    return getattr(sample, "id", None) or (sample.get("id") if isinstance(sample, dict) else None)
+
+
+def score_responses(reward_fn: Any, prompts: list[str], responses: list[str], samples: list, *,
+                    on_error: str = "raise", error_reward: float = -1.0) -> list[RewardResult]:
+    """Score each (prompt, response, sample); reward_fn has .score(...) -> RewardResult or is any
+    callable (prompt, response, sample) -> float (then correct = reward > 0).
+
+    A reward function that raises or returns a non-finite or non-numeric value: on_error="raise"
+    raises RewardError naming the sample index and id, chained to the cause; on_error="incorrect"
+    scores that response `error_reward`, not correct, with the reason in RewardResult.error.
+    """
+    if on_error not in ON_ERROR:
+        raise ValueError(f"score_responses: on_error must be one of {', '.join(ON_ERROR)}; got {on_error!r}")
+    if not len(prompts) == len(responses) == len(samples):
+        raise ValueError(
+            f"score_responses: {len(prompts)} prompts, {len(responses)} responses, {len(samples)} samples"
+        )
+    results = []
+    for index, (prompt, response, sample) in enumerate(zip(prompts, responses, samples)):
+        try:
+            results.append(_score_one(reward_fn, prompt, response, sample))
+        except Exception as exc:
+            reason = f"reward function failed on sample {index} (id {_sample_id(sample)!r}): {type(exc).__name__}: {exc}"
+            if on_error == "raise":
+                raise RewardError(reason) from exc
+            results.append(RewardResult(float(error_reward), False, None, reason))
+    return results
+
+
+def overlong_penalty(lengths, max_length: int, buffer: int, factor: float = 1.0) -> list[float]:
+    """DAPO's soft overlong punishment, added to the reward of each response.
+
+    0 up to `max_length - buffer` tokens, then falling linearly to -factor at `max_length`:
+    penalty = min(-(length - (max_length - buffer)) / buffer * factor, 0).
+
+    >>> overlong_penalty([10, 15, 20], max_length=20, buffer=10, factor=1.0)
+    [0.0, -0.5, -1.0]
+    """
+    if buffer <= 0 or buffer > max_length:
+        raise ValueError(f"overlong_penalty: buffer must be in 1..max_length ({max_length}); got {buffer}")
+    expected = max_length - buffer
+    return [min(-(int(n) - expected) / buffer * factor, 0.0) for n in lengths]

@@ -1,0 +1,70 @@
+"""Dashboard: live metrics while FIPOTrainer.train() runs in a notebook, one output redrawn in place."""
+
+from __future__ import annotations
+
+import html
+
+import anywidget
+import traitlets as t
+
+from ..analysis.segments import GROUPS, panel_keys
+from .assets import StaticHTMLFallback, esm, stylesheet
+
+KEYS = (
+    "step", "reward/mean", "accuracy/mean", "length/min", "length/q25", "length/median", "length/mean", "length/q75",
+    "length/max", "fipo/weight_mean", "fipo/weight_max", "fipo/weight_min", "policy/clip_frac",
+    "policy/dual_clip_frac", "fipo/weight_clip_frac_upper", "policy/approx_kl", "grad_norm", "time/step_s",
+    *(f"segment/{g}/{stat}" for g in GROUPS for stat in ("weight_mean", "future_kl_mean", "token_frac")),
+)
+PANELS = [
+    ("Reward and accuracy", ["reward/mean", "accuracy/mean"]),
+    ("Response length (tokens)", ["length/min", "length/q25", "length/median", "length/mean", "length/q75", "length/max"]),
+    ("Influence weights", ["fipo/weight_mean", "fipo/weight_max", "fipo/weight_min"]),
+    ("Clipping", ["policy/clip_frac", "policy/dual_clip_frac", "fipo/weight_clip_frac_upper"]),
+    ("Approximate KL", ["policy/approx_kl"]),
+    ("Gradient norm", ["grad_norm"]),
+    ("Mean weight per segment", panel_keys("weight_mean")),
+    ("Mean Future-KL per segment", panel_keys("future_kl_mean")),
+]
+
+
+class Dashboard(StaticHTMLFallback, anywidget.AnyWidget):
+    """Training curves that update after every step.
+
+        dash = Dashboard(trainer)          # shows the steps so far
+        dash                               # display it once
+        trainer.train(20, callback=dash)   # each step redraws the same output
+    """
+
+    _esm = esm("dashboard")
+    _css = stylesheet()
+
+    history = t.List(t.Dict()).tag(sync=True)
+
+    def __init__(self, trainer=None, **kwargs):
+        super().__init__(**kwargs)
+        if trainer is not None:
+            self.history = [self._pick(m) for m in trainer.history]
+
+    @staticmethod
+    def _pick(metrics: dict) -> dict:
+        return {k: metrics[k] for k in KEYS if k in metrics}
+
+    def update(self, result) -> None:
+        """Add one step: a trainer StepResult or a metrics dict."""
+        metrics = getattr(result, "metrics", result)
+        self.history = [*self.history, self._pick(metrics)]
+
+    __call__ = update
+
+    def to_html(self) -> str:
+        from .report import metric_figure_png
+
+        if not self.history:
+            return "<div class='fipo-static'>no steps yet</div>"
+        last = self.history[-1]
+        status = " · ".join(f"{k} {last[k]:.4g}" for k in ("step", "reward/mean", "accuracy/mean", "length/mean")
+                            if k in last)
+        return (f"<div class='fipo-static fipo-dashboard'><div style='font:12px system-ui'>{html.escape(status)}</div>"
+                f"<img alt='training curves' src='data:image/png;base64,{metric_figure_png(self.history, PANELS)}'>"
+                "</div>")

@@ -1,0 +1,143 @@
+"""A self-contained static HTML report of a run: metric curves, the reasoning-phase view,
+token views of traced responses, a per-step table and the configuration.
+
+    fipo_nb.report.write_report("runs/demo")   ->  runs/demo/report.html
+    fipo-nb report runs/demo
+
+No script, stylesheet or image is loaded from anywhere: everything is inline (PNG as data:
+URLs, inline styles, title= tooltips).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+from ..analysis.segments import panel_keys
+from ..train.runlog import read_jsonl
+
+PANELS = [
+    ("Reward and accuracy", ["reward/mean", "accuracy/mean"]),
+    ("Response length (tokens)", ["length/min", "length/q25", "length/median", "length/mean", "length/q75", "length/max"]),
+    ("Influence weights", ["fipo/weight_mean", "fipo/weight_max", "fipo/weight_min"]),
+    ("Future-KL", ["fipo/future_kl_mean"]),
+    ("Clipping", ["policy/clip_frac", "policy/dual_clip_frac", "policy/dropped_seq_frac",
+                  "fipo/weight_clip_frac_upper"]),
+    ("Approximate KL (old || new)", ["policy/approx_kl"]),
+    ("Gradient norm", ["grad_norm"]),
+    ("Time per step (s)", ["time/generate_s", "time/logprob_s", "time/update_s", "time/step_s"]),
+    ("Share of tokens per reasoning segment", panel_keys("token_frac")[:5]),
+    ("Mean influence weight per segment", panel_keys("weight_mean")),
+    ("Mean Future-KL per segment", panel_keys("future_kl_mean")),
+]
+
+TABLE_KEYS = ["step", "reward/mean", "accuracy/mean", "length/mean", "fipo/weight_mean", "fipo/weight_max",
+              "fipo/future_kl_mean", "policy/clip_frac", "policy/approx_kl", "grad_norm", "time/step_s"]
+
+
+def read_metrics(run_dir) -> list[dict]:
+    """The rows of RUN_DIR/metrics.jsonl; a broken line raises ValueError naming file and line."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        if (Path(run_dir) / "compare.html").exists():  # `fipo-nb compare`'s folder holds one run per loss
+            runs = sorted(p.parent.name for p in Path(run_dir).glob("*/metrics.jsonl"))
+            raise FileNotFoundError(f"{run_dir} is a comparison: open {Path(run_dir) / 'compare.html'}, or report one "
+                                    f"of its runs ({', '.join(str(Path(run_dir) / r) for r in runs)})")
+        raise FileNotFoundError(f"no metrics.jsonl in {run_dir}" + ("" if Path(run_dir).is_dir() else
+                                                                     ": no such folder"))
+    return read_jsonl(path)
+
+
+def metric_figure_png(rows: list[dict], panels=PANELS) -> str:
+    """Curves of `panels` ([(title, [metric keys])]) over steps, as a base64 PNG."""
+    from matplotlib.figure import Figure  # no pyplot: a notebook's own backend stays as it is
+
+    steps = [r["step"] for r in rows]
+    n_rows = (len(panels) + 1) // 2
+    fig = Figure(figsize=(11, 2.6 * n_rows))
+    axes = fig.subplots(n_rows, 2, squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (title, keys) in zip(axes.flat, panels):
+        for key in keys:
+            if any(key in r for r in rows):
+                ax.plot(steps, [r.get(key, float("nan")) for r in rows], marker="o", ms=3, label=key)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.legend(fontsize=7, loc="best")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _traced_section(run_dir: Path, rows: list[dict], max_records: int) -> str:
+    """The phase view and the token views of the newest traced responses."""
+    from ..analysis.traces import count_records, load_traces, trace_steps
+    from .phase_view import PhaseView
+    from .records import token_html, view_records
+
+    steps = trace_steps(run_dir)
+    if not steps:
+        return "<p>No token traces in this run (TrainConfig.trace_samples = 0).</p>"
+    wanted, count = [], 0
+    for step in reversed(steps):  # read only the newest steps the page shows
+        wanted.append(step)
+        count += count_records(run_dir, step)
+        if count >= max_records:
+            break
+    records = view_records(load_traces(run_dir, steps=sorted(wanted)))
+    phase = PhaseView(rows, records, step=wanted[0]).to_html() if rows else ""
+    newest = sorted(records, key=lambda r: (-r["step"], r["sample"]))[:max_records]
+    views = "".join(token_html(r, "weight") for r in newest)
+    return (f"<h2>Reasoning phases</h2>{phase}"
+            f"<h2>Token influence</h2><p>The {len(newest)} newest traced responses, each token coloured by its "
+            "influence weight (white = 1, red = more weight); hover a token for its text and every per-token "
+            f"metric.</p>{views}")
+
+
+def render_report(run_dir, *, max_records: int = 12) -> str:
+    """The report page as a string."""
+    run_dir = Path(run_dir)
+    rows = read_metrics(run_dir)
+    config_path = run_dir / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in TABLE_KEYS)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_cell(r.get(k))}</td>" for k in TABLE_KEYS) + "</tr>" for r in rows
+    )
+    figure = f'<img alt="metric curves" src="data:image/png;base64,{metric_figure_png(rows)}">' if rows else "<p>No steps yet.</p>"
+    loss = config.get("fipo", {}).get("loss", "fipo").upper()
+    return f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>fipo_nb report: {html.escape(run_dir.name)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}th{{background:#f3f3f3}}pre{{background:#f7f7f7;padding:1em;font-size:12px}}</style>
+</head><body>
+<h1>{loss} run: {html.escape(str(run_dir))}</h1>
+<p>{len(rows)} step(s) of model <code>{html.escape(str(config.get("model", "?")))}</code>
+({html.escape(str(config.get("mode", "?")))}). Curves and table read <code>metrics.jsonl</code>; token views read
+<code>traces/</code>.</p>
+<h2>Metrics</h2>{figure}
+{_traced_section(run_dir, rows, max_records)}
+<h2>Per step</h2><table><tr>{head}</tr>{body}</table>
+<h2>Configuration</h2><pre>{html.escape(json.dumps(config, indent=2))}</pre>
+</body></html>
+"""
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return html.escape(str(value)) if value is not None else ""
+
+
+def write_report(run_dir, out=None) -> Path:
+    """Write the report (default RUN_DIR/report.html) and return its path."""
+    target = Path(out) if out is not None else Path(run_dir) / "report.html"
+    target.write_text(render_report(run_dir), encoding="utf-8")
+    return target
