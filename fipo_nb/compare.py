@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .analysis.segments import GROUPS
-from .train.runlog import read_jsonl
+from .analysis.runs import read_jsonl
 
 LOSSES = ("fipo", "dapo", "grpo")
 LINE_STYLES = {"fipo": ("#d62728", "-", "o"), "dapo": ("#1f77b4", "--", "s"), "grpo": ("#2ca02c", ":", "^")}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fipo_nb.analysis.segments import GROUPS, segment_metrics, step_segment_metrics, token_groups
+from fipo_nb.analysis.segments import GROUPS, group_codes, segment_metrics, step_segment_metrics, token_groups
 
 # working: tokens 0-5, verification: 6-10 (its cue "Wait," is 6-7), answer: 11-13
 PIECES = ["3", " +", " 4", " =", " 7", ".", " Wait", ",", " 7", ".", "\n", "Answer", ":", " 7"]
@@ -17,6 +17,14 @@ def test_token_groups_mark_kinds_and_the_cue():
     kinds, opening = token_groups(PIECES)
     assert kinds.tolist() == [1] * 6 + [3] * 5 + [4] * 3  # working, verification, answer
     assert opening.nonzero()[0].tolist() == [6, 7]
+
+
+def test_a_view_records_spans_give_the_same_token_groups_as_its_pieces():
+    from fipo_nb.views.records import view_records
+
+    record = view_records([{"tokens": PIECES, "metrics": {}}])[0]
+    for ours, theirs in zip(group_codes(record["segments"], len(PIECES)), token_groups(PIECES)):
+        assert ours.tolist() == theirs.tolist()
 
 
 def test_means_per_segment_by_hand():
@@ -51,7 +59,7 @@ def test_no_rows_give_zero_shares_and_no_means():
 
 def test_a_training_step_logs_segment_metrics_that_match_its_weights(tmp_path):
     from fipo_nb.presets import apply_overrides, get_preset
-    from fipo_nb.train.runlog import read_jsonl
+    from fipo_nb.analysis.runs import read_jsonl
     from fipo_nb.trainer import FIPOTrainer
 
     config = apply_overrides(get_preset("cpu-smoke"), [f"output_dir={tmp_path}", "save_every=-1",

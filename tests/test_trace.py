@@ -122,3 +122,19 @@ def test_one_16k_token_record_reads_back_whole(tmp_path):
     print(f"read one {n}-token trace record in {elapsed * 1e3:.1f} ms")  # a few ms here; not asserted (no timing bounds)
     assert len(frame.iloc[0]["weight"]) == n
     assert frame.iloc[0]["weight"] == pytest.approx(record["weight"], rel=1e-6)
+
+
+def test_a_trace_record_holds_exactly_the_schema_fields_with_ratio_exp_log_ratio(tmp_path):
+    from fipo_nb.analysis.traces import SCHEMA, trace_record
+
+    log_ratio = torch.tensor([0.0, 0.1, -0.2])
+    record = trace_record(step=3, sample=5, mini_batch=1, loss="fipo", prompt="q", tokens=["a", " b", "\n"],
+                          token_ids=[7, 8, 9], reward=1.0, advantage=-0.5, correct=True, finish_reason="stop",
+                          in_loss=False, log_ratio=log_ratio, future_kl=torch.tensor([0.0, 0.2, 0.1]),
+                          weight=torch.tensor([1.0, 1.2, 0.8]))
+    assert list(record) == SCHEMA.names  # the one builder writes every column, in the table's order
+    assert record["response"] == "a b\n" and record["problem_id"] == "" and record["post_update_future_kl"] is None
+    assert record["ratio"] == torch.exp(log_ratio).tolist() and record["weight"] == pytest.approx([1.0, 1.2, 0.8])
+    write_step(tmp_path, 3, [record])
+    back = load_traces(tmp_path).iloc[0]
+    assert back["response"] == "a b\n" and list(back["tokens"]) == ["a", " b", "\n"] and not back["in_loss"]

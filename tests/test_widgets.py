@@ -8,12 +8,15 @@ import re
 import pytest
 
 from fipo_nb.presets import apply_overrides, get_preset
-from fipo_nb.train.runlog import read_jsonl
+from fipo_nb.analysis.runs import read_jsonl
 from fipo_nb.trace import load_traces
 from fipo_nb.trainer import FIPOTrainer
 from fipo_nb.widgets import Dashboard, PhaseView, TokenView
 from fipo_nb.models import token_pieces
-from fipo_nb.views.records import colour, segment_summary, token_html, view_record, view_records
+from fipo_nb.analysis.segments import OPENING, segment_metrics
+from fipo_nb.views.colours import colour
+from fipo_nb.views.records import segment_summary, view_record, view_records
+from fipo_nb.views.static import token_html
 
 
 @pytest.fixture(scope="module")
@@ -141,14 +144,14 @@ def test_segment_summary_averages_weights_and_future_kl_per_kind_by_hand():
     record = view_records([{"tokens": tokens, "metrics": {"weight": [1.0] * 6 + [1.2, 1.1, 1.0, 1.0] + [1.0] * 4,
                                                           "future_kl": [0.0] * 6 + [0.4, 0.2, 0.0, 0.2] + [0.0] * 4}}])[0]
     rows = {r["kind"]: r for r in segment_summary(record)}
-    assert set(rows) == {"working", "verification", "answer", "verification cue"}
+    assert set(rows) == {"working", "verification", "answer", OPENING}
     # verification: tokens 6..10 (" Wait" "," " 7" "." "\n"): weights 1.2 1.1 1 1 1 -> 5.3 / 5
     assert rows["verification"]["tokens"] == 5 and rows["verification"]["weight_mean"] == pytest.approx(5.3 / 5)
     assert rows["verification"]["future_kl_mean"] == pytest.approx(0.8 / 5)
     # the cue "Wait," is tokens 6 and 7: (1.2 + 1.1) / 2, (0.4 + 0.2) / 2
-    assert rows["verification cue"]["tokens"] == 2
-    assert rows["verification cue"]["weight_mean"] == pytest.approx(1.15)
-    assert rows["verification cue"]["future_kl_mean"] == pytest.approx(0.3)
+    assert rows[OPENING]["tokens"] == 2
+    assert rows[OPENING]["weight_mean"] == pytest.approx(1.15)
+    assert rows[OPENING]["future_kl_mean"] == pytest.approx(0.3)
     assert rows["working"]["tokens"] == 6 and rows["working"]["weight_mean"] == 1.0
 
 
@@ -160,5 +163,54 @@ def test_static_token_view_shows_bands_legend_and_summary():
     assert page.count('class="fipo-band-seg"') == 4  # one block per segment
     assert 'class="fipo-tok fipo-seg-verification fipo-cue"' in page
     table = page[page.index('<table class="fipo-seg-table">'):]
-    assert "<td>+" in table and "verification cue" in table
+    assert "<td>+" in table and f"{OPENING}</td>" in table
     assert view.record["segment_summary"][0]["kind"] == "working"
+
+
+def test_a_response_summary_is_the_step_metrics_of_that_response_alone():
+    record = checked_record()
+    metrics = segment_metrics([(record["tokens"], record["metrics"]["weight"], record["metrics"]["future_kl"], True)])
+    rows = segment_summary(view_records([record])[0])
+    assert [r["kind"] for r in rows] == ["working", "result", "verification", "answer", OPENING]
+    for row in rows:  # the same numbers, to the last digit: one computation
+        assert row["weight_mean"] == metrics[f"segment/{row['kind']}/weight_mean"]
+        assert row["future_kl_mean"] == metrics[f"segment/{row['kind']}/future_kl_mean"]
+
+
+def test_a_summary_leaves_missing_values_out_of_its_means():
+    tokens = ["3", " +", " 4", " =", " 7", ".", " Wait", ",", " 7", ".", "\n", "Answer", ":", " 7"]
+    weight = [1.0] * 6 + [None, 1.1, 1.0, 1.0, 1.0] + [1.0] * 3
+    rows = {r["kind"]: r for r in segment_summary(view_records([{"tokens": tokens, "metrics": {"weight": weight}}])[0])}
+    assert rows[OPENING]["tokens"] == 2 and rows[OPENING]["weight_mean"] == 1.1  # " Wait" has no weight
+    assert rows["verification"]["weight_mean"] == pytest.approx(4.1 / 4)
+    assert rows["working"]["future_kl_mean"] is None  # no Future-KL in the record at all
+
+
+def test_segment_colours_and_group_names_are_defined_once_for_python_and_js():
+    from pathlib import Path
+
+    from fipo_nb.analysis.segments import GROUPS
+    from fipo_nb.views import assets, colours
+
+    for view in ("token_view", "phase_view", "dashboard"):
+        assert assets.esm(view).startswith(colours.js_constants())
+    assert f'"name": "{OPENING}"' in colours.js_constants() and all(f'"{g}"' in colours.js_constants() for g in GROUPS)
+    assert colours.band_css(".fipo-view") in assets.stylesheet()
+    shipped = "".join(p.read_text() for p in Path(assets.HERE).glob("*.js")) + (assets.HERE / "views.css").read_text()
+    generated = [line.split(" = ")[0] for line in colours.js_constants().splitlines() if line.startswith("const ")]
+    for value in (*generated, *colours.GROUP_COLOURS.values(), "verification cue", '"verify_open"'):
+        assert value not in shipped, value  # the JS and the CSS read them from colours.py
+
+
+def test_views_read_runs_without_train_and_no_view_imports_the_report():
+    import ast
+    from pathlib import Path
+
+    from fipo_nb.views import assets
+
+    for path in Path(assets.HERE).glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                module = "." * node.level + (node.module or "")
+                assert not module.startswith("..train"), (path.name, module)
+                assert path.name == "report.py" or module != ".report", (path.name, module)

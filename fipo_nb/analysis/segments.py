@@ -1,6 +1,6 @@
 """Where inside its responses a step's update acted: influence weight and Future-KL per reasoning segment.
 
-Each response is decoded once (`trace.token_pieces`), cut into segments (`phases.segments`) and
+Each response is decoded once (`models.tokens.token_pieces`), cut into segments (`phases.segments`) and
 the segments mapped onto its tokens (`phases.token_spans`). Per step:
 
     segment/<kind>/token_frac       share of the step's response tokens in segments of <kind>
@@ -14,6 +14,10 @@ the segments mapped onto its tokens (`phases.token_spans`). Per step:
 responses that entered the loss (not overlong-filtered, not dropped by FIPO's rule), first
 mini-batch included (weight 1, Future-KL 0 there), as fipo/weight_mean does; they are left out
 of a step without such tokens (no verification at all, say), never written as NaN.
+
+The per-token groups (`group_codes`) and the per-group counts and means (`group_tokens`,
+`group_sums`, `group_means`) are also what the views show for one response (its segment summary
+in fipo_nb.views.records), so a response's table and a step's metrics are one computation.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ import numpy as np
 from . import phases
 from ..models.tokens import token_pieces
 
-OPENING, REST = "verify_open", "rest"
+OPENING, REST = "verify_open", "rest"  # the one name of each group, in metric keys and in every view
 GROUPS = (*phases.SEGMENT_KINDS, OPENING, REST)
 _KIND = {kind: code for code, kind in enumerate(phases.SEGMENT_KINDS)}
+_UNCOVERED = _KIND["working"]  # a token no span covers (none, when the spans come from phases.token_spans)
 
 
 def panel_keys(statistic: str) -> list[str]:
@@ -33,38 +38,78 @@ def panel_keys(statistic: str) -> list[str]:
     return [f"segment/{group}/{statistic}" for group in GROUPS]
 
 
-def token_groups(pieces: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """([L] segment-kind code per token (index into phases.SEGMENT_KINDS), [L] bool: opens a verification move)."""
-    kinds = np.zeros(len(pieces), dtype=np.int8)
-    opening = np.zeros(len(pieces), dtype=bool)
-    for span in phases.token_spans(pieces):
-        kinds[span.start:span.end] = _KIND[span.kind]
-        opening[span.start:span.opening] = True
+def group_codes(spans, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """([L] segment-kind code per token (index into phases.SEGMENT_KINDS), [L] bool: opens a verification
+    move) of a response's token spans: phases.TokenSpan, or their dicts in a view record."""
+    kinds = np.full(length, _UNCOVERED, dtype=np.int8)
+    opening = np.zeros(length, dtype=bool)
+    for span in spans:
+        start, end, kind, opens = ((span["start"], span["end"], span["kind"], span["opening"]) if isinstance(span, dict)
+                                   else (span.start, span.end, span.kind, span.opening))
+        kinds[start:end] = _KIND[kind]
+        opening[start:opens] = True
     return kinds, opening
+
+
+def token_groups(pieces: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """group_codes of a response's token pieces (its segments found here)."""
+    return group_codes(phases.token_spans(pieces), len(pieces))
+
+
+def _group_indices(kinds: np.ndarray, opening: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every token is in two groups: its kind's, and either OPENING's or REST's ([L] index into GROUPS each)."""
+    return kinds, np.where(opening, GROUPS.index(OPENING), GROUPS.index(REST))
+
+
+def group_tokens(kinds: np.ndarray, opening: np.ndarray) -> np.ndarray:
+    """[len(GROUPS)] tokens of one response in each group."""
+    counts = np.zeros(len(GROUPS))
+    for codes in _group_indices(kinds, opening):
+        counts += np.bincount(codes, minlength=len(GROUPS))
+    return counts
+
+
+def group_sums(kinds: np.ndarray, opening: np.ndarray, values) -> tuple[np.ndarray, np.ndarray]:
+    """([len(GROUPS)] count, [len(GROUPS)] sum) of one response's per-token values in each group.
+
+    A value that is None or not finite (a view record's gap) is left out of both, so a mean is
+    the mean of the values there are. Sums run in token order, in float64.
+    """
+    values = np.asarray(values, dtype=np.float64)  # [L]; None reads NaN
+    present = np.isfinite(values)  # [L]
+    counts, sums = np.zeros(len(GROUPS)), np.zeros(len(GROUPS))
+    for codes in _group_indices(kinds, opening):
+        counts += np.bincount(codes[present], minlength=len(GROUPS))
+        sums += np.bincount(codes[present], weights=values[present], minlength=len(GROUPS))
+    return counts, sums
+
+
+def group_means(counts: np.ndarray, sums: np.ndarray) -> list[float | None]:
+    """sums / counts per group; None where a group has no value."""
+    return [float(total / count) if count else None for count, total in zip(counts, sums)]
 
 
 def segment_metrics(rows) -> dict[str, float]:
     """The step's segment metrics from rows of (token pieces, weights [L], Future-KL [L], in the loss)."""
-    n_groups = len(GROUPS)
-    tokens = np.zeros(n_groups)  # every response token
-    counted = np.zeros(n_groups)  # tokens in the loss
-    weight_sum = np.zeros(n_groups)
-    future_kl_sum = np.zeros(n_groups)
+    tokens = np.zeros(len(GROUPS))  # every response token
+    counted = {"weight": np.zeros(len(GROUPS)), "future_kl": np.zeros(len(GROUPS))}  # tokens in the loss
+    summed = {"weight": np.zeros(len(GROUPS)), "future_kl": np.zeros(len(GROUPS))}
     for pieces, weights, future_kl, in_loss in rows:
         kinds, opening = token_groups(pieces)
-        for codes in (kinds, np.where(opening, GROUPS.index(OPENING), GROUPS.index(REST))):
-            tokens += np.bincount(codes, minlength=n_groups)
-            if in_loss:
-                counted += np.bincount(codes, minlength=n_groups)
-                weight_sum += np.bincount(codes, weights=np.asarray(weights, dtype=np.float64), minlength=n_groups)
-                future_kl_sum += np.bincount(codes, weights=np.asarray(future_kl, dtype=np.float64), minlength=n_groups)
+        tokens += group_tokens(kinds, opening)
+        if in_loss:
+            for name, values in (("weight", weights), ("future_kl", future_kl)):
+                count, total = group_sums(kinds, opening, values)
+                counted[name] += count
+                summed[name] += total
     total = tokens[: len(phases.SEGMENT_KINDS)].sum()
+    means = {name: group_means(counted[name], summed[name]) for name in counted}
     metrics = {}
     for index, group in enumerate(GROUPS):
         metrics[f"segment/{group}/token_frac"] = float(tokens[index] / total) if total else 0.0
-        if counted[index]:
-            metrics[f"segment/{group}/weight_mean"] = float(weight_sum[index] / counted[index])
-            metrics[f"segment/{group}/future_kl_mean"] = float(future_kl_sum[index] / counted[index])
+        for name in ("weight", "future_kl"):
+            if means[name][index] is not None:
+                metrics[f"segment/{group}/{name}_mean"] = means[name][index]
     return metrics
 
 

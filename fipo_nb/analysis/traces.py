@@ -9,6 +9,8 @@ Rows of the first mini-batch always show weight 1: the policy had not moved yet.
 False for responses left out of the loss (overlong filtering, FIPO's sequence drop rule): their
 weights and Future-KL were never computed and read 1 and 0.
 
+`trace_record` puts a record together, for the trainer and for the verl trace hook alike.
+
 Storage: one Parquet file per step, RUN_DIR/traces/step-000001.parquet, written once under a
 temporary name and renamed, so appending a step never rewrites older ones.
 """
@@ -56,29 +58,44 @@ def select_rows(mini_batch, advantages, count: int, seed: int) -> list[int]:
     return sorted(chosen)
 
 
-def step_records(result, rows: list[int], tokenizer, *, loss: str, post_update_future_kl=None) -> list[dict]:
-    """Trace records (SCHEMA's fields) of `rows` of a trainer StepResult; post_update_future_kl:
-    [len(rows), R] or None."""
+def trace_record(*, step: int, sample: int, mini_batch: int, loss: str, prompt: str, tokens: list[str],
+                 token_ids: list[int], reward, advantage: float, correct, finish_reason: str, in_loss: bool,
+                 log_ratio, future_kl, weight, post_update_future_kl=None, problem_id: str = "",
+                 answer: str = "") -> dict:
+    """One trace record (SCHEMA's fields): the one place a record is put together, for the trainer
+    (`step_records`) and for the verl trace hook.
+
+    tokens: the decoded piece of every token (joined, the response text); log_ratio, future_kl,
+    weight: [L] tensors; post_update_future_kl: [L] tensor or None. ratio is exp(log_ratio).
+    """
     import torch
 
+    return {
+        "step": step, "sample": sample, "problem_id": problem_id, "mini_batch": mini_batch, "loss": loss,
+        "prompt": prompt, "response": "".join(tokens), "answer": answer, "reward": reward, "advantage": advantage,
+        "correct": correct, "finish_reason": finish_reason, "in_loss": in_loss, "token_ids": token_ids,
+        "tokens": tokens, "log_ratio": log_ratio.tolist(), "ratio": torch.exp(log_ratio).tolist(),
+        "future_kl": future_kl.tolist(), "weight": weight.tolist(),
+        "post_update_future_kl": None if post_update_future_kl is None else post_update_future_kl.tolist(),
+    }
+
+
+def step_records(result, rows: list[int], tokenizer, *, loss: str, post_update_future_kl=None) -> list[dict]:
+    """Trace records of `rows` of a trainer StepResult; post_update_future_kl: [len(rows), R] or None."""
     records = []
     for i, row in enumerate(rows):
         length = int(result.rollout.response_lengths[row])
         ids = result.rollout.response_ids[row, :length].tolist()
-        pieces = token_pieces(tokenizer, ids)
-        log_ratio = result.log_ratio[row, :length]  # [L]
-        post = post_update_future_kl[i, :length].tolist() if post_update_future_kl is not None else None
-        records.append({
-            "step": result.step, "sample": row, "problem_id": result.problems[row].id,
-            "mini_batch": int(result.mini_batch[row]), "loss": loss, "prompt": result.prompts[row],
-            "response": "".join(pieces), "answer": result.problems[row].answer,
-            "reward": float(result.rewards[row]), "advantage": float(result.advantages[row]),
-            "correct": bool(result.correct[row]), "finish_reason": result.rollout.finish_reasons[row],
-            "in_loss": bool(result.in_loss[row]), "token_ids": ids, "tokens": pieces, "log_ratio": log_ratio.tolist(),
-            "ratio": torch.exp(log_ratio).tolist(), "future_kl": result.future_kl[row, :length].tolist(),
-            "weight": result.weights[row, :length].tolist(),
-            "post_update_future_kl": post,
-        })
+        records.append(trace_record(
+            step=result.step, sample=row, problem_id=result.problems[row].id, mini_batch=int(result.mini_batch[row]),
+            loss=loss, prompt=result.prompts[row], tokens=token_pieces(tokenizer, ids), token_ids=ids,
+            answer=result.problems[row].answer, reward=float(result.rewards[row]),
+            advantage=float(result.advantages[row]), correct=bool(result.correct[row]),
+            finish_reason=result.rollout.finish_reasons[row], in_loss=bool(result.in_loss[row]),
+            log_ratio=result.log_ratio[row, :length], future_kl=result.future_kl[row, :length],  # [L] each
+            weight=result.weights[row, :length],
+            post_update_future_kl=None if post_update_future_kl is None else post_update_future_kl[i, :length],
+        ))
     return records
 
 

@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+from ..analysis.runs import read_jsonl
+
 TABLE = [("step", "step", "{:>4.0f}"), ("reward", "reward/mean", "{:>+7.3f}"), ("acc", "accuracy/mean", "{:>5.2f}"),
          ("len", "length/mean", "{:>6.1f}"), ("w_mean", "fipo/weight_mean", "{:>6.3f}"),
          ("w_max", "fipo/weight_max", "{:>6.3f}"), ("fkl", "fipo/future_kl_mean", "{:>+8.4f}"),
@@ -20,21 +22,6 @@ def format_table_header() -> str:
 
 def format_table_row(metrics: dict[str, float]) -> str:
     return " ".join(fmt.format(metrics.get(key, float("nan"))) for _, key, fmt in TABLE)
-
-
-def read_jsonl(path) -> list[dict]:
-    """Rows of a JSON-lines file ([] if it does not exist); a broken line raises ValueError naming it."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}: line {number} is not JSON ({err})") from err
-    return rows
 
 
 class RunLog:

@@ -9,6 +9,7 @@ import traitlets as t
 
 from ..analysis.segments import GROUPS, panel_keys
 from .assets import StaticHTMLFallback, esm, stylesheet
+from .figures import metric_figure_png
 
 KEYS = (
     "step", "reward/mean", "accuracy/mean", "length/min", "length/q25", "length/median", "length/mean", "length/q75",
@@ -58,8 +59,6 @@ class Dashboard(StaticHTMLFallback, anywidget.AnyWidget):
     __call__ = update
 
     def to_html(self) -> str:
-        from .report import metric_figure_png
-
         if not self.history:
             return "<div class='fipo-static'>no steps yet</div>"
         last = self.history[-1]

@@ -2,7 +2,6 @@
 // mean Future-KL of each reasoning segment over training steps; choosing a step shows example responses
 // of each phase, coloured like TokenView, with their segment bands.
 
-const FIPO_PHASE_COLOURS = ["#bdbdbd", "#6baed6", "#fd8d3c", "#d62728"];
 const FIPO_LENGTH_KEYS = [["min", "#c7c7c7"], ["q25", "#9ecae1"], ["median", "#3182bd"], ["mean", "#111"], ["q75", "#9ecae1"], ["max", "#c7c7c7"]];
 
 function renderPhaseView({ model, el }) {

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 
 import anywidget
 import traitlets as t
@@ -12,20 +10,15 @@ import traitlets as t
 from ..analysis import phases
 from ..analysis.segments import GROUPS
 from .assets import StaticHTMLFallback, esm, stylesheet
-from .records import METRICS, SEGMENT_COLOURS, STYLE, token_html, view_records
-
-LENGTH_KEYS = ("min", "q25", "median", "mean", "q75", "max")
-PHASE_COLOURS = ("#bdbdbd", "#6baed6", "#fd8d3c", "#d62728")
-
-
-# the segment groups' lines: kinds in their band colours, the verification cues and the rest dashed
-GROUP_STYLE = {**{k: (c, False) for k, c in SEGMENT_COLOURS.items()}, "verify_open": ("#ff7f00", True),
-               "rest": ("#555555", True)}
+from .figures import LENGTH_KEYS, phase_figure_png
+from .records import METRICS, view_records
+from .static import STYLE, token_html
 
 
 def steps_data(metrics_rows: list[dict]) -> list[dict]:
-    """Per step: length quantiles, share of each phase, accuracy, and per segment group (phases'
-    kinds, verify_open, rest) the token share, mean weight and mean Future-KL (from metrics.jsonl rows)."""
+    """Per step: length quantiles, share of each phase, accuracy, and per segment group
+    (segments.GROUPS: phases' kinds, the tokens that open a verification move, the rest) the token
+    share, mean weight and mean Future-KL (from metrics.jsonl rows)."""
     return [{
         "step": int(row["step"]),
         "length": {k: row.get(f"length/{k}") for k in LENGTH_KEYS},
@@ -52,61 +45,6 @@ def phase_examples(records: list[dict], step: int) -> list[dict]:
         examples.append({"phase": phase, "name": name, "record": record, "features": features,
                          "missing": "" if record else f"no traced response of step {step} is in this phase"})
     return examples
-
-
-def phase_figure_png(data: list[dict], selected: int | None = None) -> str:
-    from matplotlib.figure import Figure  # no pyplot: a notebook's own backend stays as it is
-
-    steps = [d["step"] for d in data]
-    fig = Figure(figsize=(12, 6))
-    grid = fig.subplots(2, 3)
-    axes = grid[0]
-    for key in LENGTH_KEYS:
-        axes[0].plot(steps, [d["length"][key] for d in data], label=key, lw=2 if key in ("median", "mean") else 1)
-    bottom = [0.0] * len(data)
-    for p, colour in zip(phases.PHASE_NAMES, PHASE_COLOURS):
-        values = [d["phases"][p - 1] for d in data]
-        axes[1].bar(steps, values, bottom=bottom, color=colour, label=f"{p} {phases.PHASE_NAMES[p]}")
-        bottom = [b + v for b, v in zip(bottom, values)]
-    axes[2].plot(steps, [d["accuracy"] for d in data], color="#2ca02c", marker="o", ms=3)
-    for ax, title in zip(axes, ("response length (tokens)", "share of each phase", "accuracy")):
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("step", fontsize=8)
-        if selected is not None:
-            ax.axvline(selected, color="black", ls=":", lw=1)
-    axes[0].legend(fontsize=7)
-    axes[1].legend(fontsize=7)
-    _segment_axes(grid[1], data, selected)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _segment_axes(axes, data: list[dict], selected: int | None) -> None:
-    """Token share (stacked), mean weight and mean Future-KL per segment group, over steps."""
-    steps = [d["step"] for d in data]
-    nan = float("nan")
-
-    def values(group, key):
-        return [nan if d.get("segments", {}).get(group, {}).get(key) is None else d["segments"][group][key]
-                for d in data]
-
-    bottom = [0.0] * len(data)
-    for kind in SEGMENT_COLOURS:
-        share = [0.0 if v != v else v for v in values(kind, "share")]
-        axes[0].bar(steps, share, bottom=bottom, color=SEGMENT_COLOURS[kind], label=kind)
-        bottom = [b + v for b, v in zip(bottom, share)]
-    for ax, key in ((axes[1], "weight"), (axes[2], "future_kl")):
-        for group, (colour, dashed) in GROUP_STYLE.items():
-            ax.plot(steps, values(group, key), color=colour, ls="--" if dashed else "-", marker="o", ms=2, label=group)
-    titles = ("share of tokens per segment", "mean weight per segment", "mean Future-KL per segment")
-    for ax, title in zip(axes, titles):
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("step", fontsize=8)
-        ax.legend(fontsize=6)
-        if selected is not None:
-            ax.axvline(selected, color="black", ls=":", lw=1)
 
 
 class PhaseView(StaticHTMLFallback, anywidget.AnyWidget):
@@ -142,7 +80,7 @@ class PhaseView(StaticHTMLFallback, anywidget.AnyWidget):
     def from_run(cls, run_dir, **kwargs) -> "PhaseView":
         from pathlib import Path
 
-        from ..train.runlog import read_jsonl
+        from ..analysis.runs import read_jsonl
         from ..analysis.traces import load_traces
 
         return cls(read_jsonl(Path(run_dir) / "metrics.jsonl"), load_traces(run_dir), **kwargs)

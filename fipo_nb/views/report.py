@@ -10,14 +10,13 @@ URLs, inline styles, title= tooltips).
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from pathlib import Path
 
+from ..analysis.runs import read_metrics
 from ..analysis.segments import panel_keys
-from ..train.runlog import read_jsonl
+from .figures import metric_figure_png
 
 PANELS = [
     ("Reward and accuracy", ["reward/mean", "accuracy/mean"]),
@@ -38,49 +37,12 @@ TABLE_KEYS = ["step", "reward/mean", "accuracy/mean", "length/mean", "fipo/weigh
               "fipo/future_kl_mean", "policy/clip_frac", "policy/approx_kl", "grad_norm", "time/step_s"]
 
 
-def read_metrics(run_dir) -> list[dict]:
-    """The rows of RUN_DIR/metrics.jsonl; a broken line raises ValueError naming file and line."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        if (Path(run_dir) / "compare.html").exists():  # `fipo-nb compare`'s folder holds one run per loss
-            runs = sorted(p.parent.name for p in Path(run_dir).glob("*/metrics.jsonl"))
-            raise FileNotFoundError(f"{run_dir} is a comparison: open {Path(run_dir) / 'compare.html'}, or report one "
-                                    f"of its runs ({', '.join(str(Path(run_dir) / r) for r in runs)})")
-        raise FileNotFoundError(f"no metrics.jsonl in {run_dir}" + ("" if Path(run_dir).is_dir() else
-                                                                     ": no such folder"))
-    return read_jsonl(path)
-
-
-def metric_figure_png(rows: list[dict], panels=PANELS) -> str:
-    """Curves of `panels` ([(title, [metric keys])]) over steps, as a base64 PNG."""
-    from matplotlib.figure import Figure  # no pyplot: a notebook's own backend stays as it is
-
-    steps = [r["step"] for r in rows]
-    n_rows = (len(panels) + 1) // 2
-    fig = Figure(figsize=(11, 2.6 * n_rows))
-    axes = fig.subplots(n_rows, 2, squeeze=False)
-    for ax in axes.flat[len(panels):]:
-        ax.set_visible(False)
-    for ax, (title, keys) in zip(axes.flat, panels):
-        for key in keys:
-            if any(key in r for r in rows):
-                ax.plot(steps, [r.get(key, float("nan")) for r in rows], marker="o", ms=3, label=key)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("step", fontsize=8)
-        ax.tick_params(labelsize=8)
-        ax.legend(fontsize=7, loc="best")
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def _traced_section(run_dir: Path, rows: list[dict], max_records: int) -> str:
     """The phase view and the token views of the newest traced responses."""
     from ..analysis.traces import count_records, load_traces, trace_steps
     from .phase_view import PhaseView
-    from .records import token_html, view_records
+    from .records import view_records
+    from .static import token_html
 
     steps = trace_steps(run_dir)
     if not steps:
@@ -111,7 +73,7 @@ def render_report(run_dir, *, max_records: int = 12) -> str:
     body = "".join(
         "<tr>" + "".join(f"<td>{_cell(r.get(k))}</td>" for k in TABLE_KEYS) + "</tr>" for r in rows
     )
-    figure = f'<img alt="metric curves" src="data:image/png;base64,{metric_figure_png(rows)}">' if rows else "<p>No steps yet.</p>"
+    figure = f'<img alt="metric curves" src="data:image/png;base64,{metric_figure_png(rows, PANELS)}">' if rows else "<p>No steps yet.</p>"
     loss = config.get("fipo", {}).get("loss", "fipo").upper()
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>fipo_nb report: {html.escape(run_dir.name)}</title>

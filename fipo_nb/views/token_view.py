@@ -6,7 +6,8 @@ import anywidget
 import traitlets as t
 
 from .assets import StaticHTMLFallback, esm, stylesheet
-from .records import METRICS, record_note, token_html, view_records
+from .records import METRICS, record_note, view_records
+from .static import token_html
 
 
 class TokenView(StaticHTMLFallback, anywidget.AnyWidget):

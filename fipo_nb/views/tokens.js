@@ -1,15 +1,7 @@
-// Shared by every fipo_nb view: the colour scale (the same as records.py) and token rendering.
+// Shared by every fipo_nb view: the colour scale (the same as colours.py) and token rendering.
 // One span per token, one delegated listener per box: 16k-token responses stay responsive.
-
-const FIPO_NEUTRAL = { weight: 1, ratio: 1 };
-// one colour per reasoning-segment kind (records.py has the same), away from the metric's red and blue
-const FIPO_SEGMENT_COLOURS = { planning: "#9e9e9e", working: "#4daf4a", result: "#984ea3", verification: "#ff7f00", answer: "#1a1a1a" };
-const FIPO_SEGMENT_CUE = "verification cue";
-// per-step segment groups (fipo_nb.segment_metrics): the kinds, the cue tokens and the rest, dashed
-const FIPO_SEGMENT_GROUPS = [...Object.entries(FIPO_SEGMENT_COLOURS).map(([name, colour]) => ({ name, colour, dashed: false })),
-  { name: "verify_open", colour: "#ff7f00", dashed: true }, { name: "rest", colour: "#555555", dashed: true }];
-const FIPO_POSITIVE = [214, 39, 40];
-const FIPO_NEGATIVE = [31, 119, 180];
+// FIPO_NEUTRAL, FIPO_POSITIVE, FIPO_NEGATIVE, FIPO_SEGMENT_COLOURS, FIPO_GROUP_COLOURS, FIPO_SEGMENT_GROUPS
+// and FIPO_PHASE_COLOURS come first in every view's module, generated from colours.py (assets.esm).
 
 function fipoNeutral(metric) {
   return metric in FIPO_NEUTRAL ? FIPO_NEUTRAL[metric] : 0;
@@ -132,7 +124,8 @@ function fipoSegmentBands(el, record, spans, box) {
   };
 }
 
-// Per segment kind: token count, mean weight, mean Future-KL (record.segment_summary, from records.py).
+// Per segment kind, then the tokens that open a verification move: token count, mean weight, mean
+// Future-KL (record.segment_summary, from records.py).
 function fipoSegmentTable(el, record) {
   const table = fipoElement("table", "fipo-seg-table");
   const head = document.createElement("tr");
@@ -143,7 +136,7 @@ function fipoSegmentTable(el, record) {
     const tr = document.createElement("tr");
     const name = fipoElement("td", "fipo-seg-name");
     const swatch = fipoElement("span", "fipo-swatch");
-    swatch.style.background = FIPO_SEGMENT_COLOURS[row.kind] || FIPO_SEGMENT_COLOURS.verification;
+    swatch.style.background = FIPO_GROUP_COLOURS[row.kind];
     name.append(swatch, document.createTextNode(row.kind));
     tr.append(name, fipoElement("td", null, String(row.tokens)),
       fipoElement("td", null, number(row.weight_mean, (v) => v.toFixed(4))),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 
+from fipo_nb.analysis.segments import GROUPS, OPENING, REST
 from fipo_nb.widgets import Dashboard, PhaseView, TokenView
 from fipo_nb.views.assets import esm, stylesheet
 
@@ -124,10 +125,12 @@ def test_token_view_shows_segment_bands_a_legend_and_the_summary(page, static_se
     first_verification = next(s for s in widget.record["segments"] if s["kind"] == "verification")
     assert "255, 127, 0" in bands[first_verification["start"]] and "-5px" in bands[first_verification["start"]]
     assert "77, 175, 74" in bands[0] or "152, 78, 163" in bands[0]  # working (green) or result (purple)
-    # the per-response summary: one row per kind present and the cue row
+    # the per-response summary: one row per kind present and the row of the tokens that open a verification move
     rows = page.locator(".fipo-seg-table tr")
     assert rows.count() == 1 + len(widget.record["segment_summary"])
-    assert "verification cue" in page.locator(".fipo-seg-table").inner_text()
+    assert OPENING in page.locator(".fipo-seg-table").inner_text()
+    cue_swatch = page.locator(".fipo-seg-table tr").filter(has_text=OPENING).locator(".fipo-swatch")
+    assert cue_swatch.evaluate("s => getComputedStyle(s).backgroundColor") == "rgb(255, 127, 0)"
     # the tooltip names the token's segment
     page.locator(".fipo-text .fipo-tok").nth(first_verification["start"]).hover()
     assert "segment verification (opens the move)" in page.locator(".fipo-tip").inner_text()
@@ -184,7 +187,7 @@ def test_phase_view_charts_pick_a_step_and_show_examples(page, static_server, sm
 
 
 def test_dashboard_redraws_in_place(page, static_server, smoke_run):
-    from fipo_nb.train.runlog import read_jsonl
+    from fipo_nb.analysis.runs import read_jsonl
 
     rows = read_jsonl(smoke_run / "metrics.jsonl")
     widget = Dashboard()
@@ -200,8 +203,7 @@ def test_dashboard_redraws_in_place(page, static_server, smoke_run):
     assert len(points.split()) == 3
     # the per-segment weight chart: a line for every segment group that has tokens in the loss
     weights = page.locator("svg.fipo-chart").filter(has_text="mean weight per segment")
-    drawn = [k for k in ("planning", "working", "result", "verification", "answer", "verify_open", "rest")
-             if any(f"segment/{k}/weight_mean" in r for r in rows)]
+    drawn = [k for k in GROUPS if any(f"segment/{k}/weight_mean" in r for r in rows)]
     assert drawn and weights.locator("polyline").count() == len(drawn)
     names = weights.locator("text").all_text_contents()
-    assert "verify_open" in names and "rest" in names
+    assert OPENING in names and REST in names

@@ -9,14 +9,13 @@ unless `policy_loss.trace_dir` is set.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
 
 from ...core import policy_loss
 from ...models.tokens import token_pieces
-from ...train.metrics import merge_loss_metrics
+from ...train.metrics import length_metrics, merge_loss_metrics
 from .loss import FIPOPolicyLossConfig
 
 PHASE_SAMPLE = 64  # responses per step whose reasoning phase goes into metrics.jsonl
@@ -60,7 +59,7 @@ class TraceHook:
         self._reset_step()
 
     def _reset_step(self):
-        self.candidates = []  # trace records of rows that may be traced this step
+        self.candidates = []  # rows that may be traced this step: {"bucket", "prompt_ids", "fields"}
         self.lengths, self.rewards, self.texts = [], [], []
         self.loss_metrics = []  # policy_loss's metrics of each micro-batch, merged as fipo_nb's trainer merges them
 
@@ -122,7 +121,7 @@ class TraceHook:
                 self.rewards.append(reward)
             advantage = float(adv[i][mask[i]].mean()) if length else 0.0
             bucket = (self.mini_batch, 0 if advantage > 0 else 1 if advantage < 0 else 2)
-            candidate = sum(c["_bucket"] == bucket for c in self.candidates) < settings.trace_samples
+            candidate = sum(c["bucket"] == bucket for c in self.candidates) < settings.trace_samples
             if not candidate and len(self.texts) >= PHASE_SAMPLE:
                 continue
             if tokenizer is None:
@@ -132,35 +131,32 @@ class TraceHook:
                 self.texts.append(tokenizer.decode(ids, skip_special_tokens=True))
             if not candidate:
                 continue
-            self.candidates.append({  # token pieces are decoded at the end of the step, for the chosen rows only
-                "_bucket": bucket, "_prompt_ids": prompts[i].tolist(), "step": self.step,
-                "sample": self.rows_in_step + i, "problem_id": "", "mini_batch": self.mini_batch, "loss": fipo.loss,
-                "answer": "", "reward": reward, "advantage": advantage,  # the ground truth is not in the actor's data
-                "correct": None if reward is None else reward > 0,
-                "finish_reason": "length" if length >= limit > 0 else "stop",
-                "in_loss": bool(kept[i]), "token_ids": ids,
-                "log_ratio": delta[i, :length].tolist(), "ratio": torch.exp(delta[i, :length]).tolist(),
-                "future_kl": out.future_kl[i, :length].tolist(), "weight": out.weights[i, :length].tolist(),
-                "post_update_future_kl": None,
-            })
+            # trace_record's fields, kept on the device; the token pieces and the prompt are decoded at the
+            # end of the step, for the chosen rows only. The ground truth is not in the actor's data.
+            fields = {"step": self.step, "sample": self.rows_in_step + i, "mini_batch": self.mini_batch,
+                      "loss": fipo.loss, "reward": reward, "advantage": advantage,
+                      "correct": None if reward is None else reward > 0,
+                      "finish_reason": "length" if length >= limit > 0 else "stop", "in_loss": bool(kept[i]),
+                      "token_ids": ids, "log_ratio": delta[i, :length].clone(),  # [L] each
+                      "future_kl": out.future_kl[i, :length].clone(), "weight": out.weights[i, :length].clone()}
+            self.candidates.append({"bucket": bucket, "prompt_ids": prompts[i].tolist(), "fields": fields})
         self.tokenizer = tokenizer
 
     def finish_step(self, count: int) -> None:
         """Write the step's traces and its metrics row, then start the next step."""
         from ...analysis import phases
-        from ...analysis.traces import select_rows, write_step
+        from ...analysis.traces import select_rows, trace_record, write_step
         from ...train.runlog import RunLog
 
         if self.candidates:
-            chosen = select_rows(torch.tensor([c["mini_batch"] for c in self.candidates]),
-                                 torch.tensor([c["advantage"] for c in self.candidates]), count, seed=self.step)
+            fields = [c["fields"] for c in self.candidates]
+            chosen = select_rows(torch.tensor([f["mini_batch"] for f in fields]),
+                                 torch.tensor([f["advantage"] for f in fields]), count, seed=self.step)
             records = []
             for i in chosen:
-                record = {k: v for k, v in self.candidates[i].items() if not k.startswith("_")}
-                record["tokens"] = token_pieces(self.tokenizer, record["token_ids"])
-                record["response"] = "".join(record["tokens"])
-                record["prompt"] = self.tokenizer.decode(self.candidates[i]["_prompt_ids"], skip_special_tokens=True)
-                records.append(record)
+                prompt = self.tokenizer.decode(self.candidates[i]["prompt_ids"], skip_special_tokens=True)
+                tokens = token_pieces(self.tokenizer, fields[i]["token_ids"])
+                records.append(trace_record(**fields[i], tokens=tokens, prompt=prompt))
             write_step(self.run_dir, self.step, records)
         RunLog(self.run_dir).append(self.step_metrics(phases))
         self.step += 1
@@ -170,15 +166,9 @@ class TraceHook:
 
     def step_metrics(self, phases) -> dict[str, float]:
         """One metrics.jsonl row from rank 0's share of the step (verl logs the whole batch itself)."""
-        lengths = sorted(self.lengths)
-        row: dict[str, float] = {"step": self.step, "verl/rank0_sequences": float(len(lengths))}
-        if lengths:
-            def quantile(q):
-                return float(lengths[min(len(lengths) - 1, int(math.floor(q * (len(lengths) - 1) + 0.5)))])
-
-            row.update({"length/mean": sum(lengths) / len(lengths), "length/min": float(lengths[0]),
-                        "length/q25": quantile(0.25), "length/median": quantile(0.5), "length/q75": quantile(0.75),
-                        "length/max": float(lengths[-1])})
+        row: dict[str, float] = {"step": self.step, "verl/rank0_sequences": float(len(self.lengths))}
+        if self.lengths:  # the trainer's own quantiles: a verl run and a single-device run report the same
+            row.update(length_metrics(torch.tensor(self.lengths)))
         if self.rewards:
             row["reward/mean"] = sum(self.rewards) / len(self.rewards)
             row["accuracy/mean"] = sum(r > 0 for r in self.rewards) / len(self.rewards)

@@ -99,3 +99,19 @@ def test_step_metrics_merge_micro_batches_as_the_trainer_does():
     assert row["policy/sequences"] == 4 and row["policy/tokens"] == 24
     assert full.metrics["policy/dropped_seq_frac"] == 0.25
     assert row["policy/dropped_seq_frac"] == 0.25  # weighted by sequences: the empty part has none
+
+
+def test_the_hook_reports_the_trainers_length_quantiles_for_the_same_lengths():
+    # lengths where nearest-rank and interpolated quantiles part: for [3, 8, 20, 41] the trainer reports
+    # q25 6.75 and median 14.0 where a nearest-rank quantile gives 8 and 20
+    from fipo_nb import phases
+    from fipo_nb.integrations.verl import traces as verl_traces
+    from fipo_nb.train.metrics import length_metrics
+
+    for lengths in ([3, 8, 20, 41], [3, 8, 20, 41, 57], [12], [5, 5, 9, 30, 2, 17, 11]):
+        hook = verl_traces.TraceHook()
+        hook.lengths = list(lengths)
+        row = hook.step_metrics(phases)
+        expected = length_metrics(torch.tensor(lengths))
+        assert {k: v for k, v in row.items() if k.startswith("length/")} == expected
+    assert length_metrics(torch.tensor([3, 8, 20, 41]))["length/q25"] == 6.75
