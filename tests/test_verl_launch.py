@@ -8,12 +8,15 @@ import json
 import shlex
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
-from fipo_nb.config import TrainConfig
+from fipo_nb.config import FIPOConfig, TrainConfig
+from fipo_nb.config.fields import Actor, Keys, MappedBy, PolicyLoss, Rule, Unused, described
 from fipo_nb.integrations import verl as verl_launch
 from fipo_nb.integrations.verl import FIELDS, LaunchError, launch
+from fipo_nb.integrations.verl.fields import RULES, fipo_from_verl, loss_fields, policy_loss_fields
 from fipo_nb.presets import apply_overrides, get_preset
 
 
@@ -26,6 +29,60 @@ def overrides(job) -> dict[str, str]:
 
 def test_every_trainconfig_field_has_a_verl_mapping():
     assert set(FIELDS) == {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def test_every_rule_a_field_names_is_implemented_and_every_rule_is_named():
+    named = {d.setting.verl.name for d in described(TrainConfig) if isinstance(d.setting.verl, Rule)}
+    assert named == set(RULES)
+    assert all(isinstance(d.setting.verl, (Actor, PolicyLoss)) for d in described(FIPOConfig))
+
+
+def test_a_simple_mapping_writes_the_fields_value_under_its_declared_keys(tmp_path):
+    for preset in ("paper-fipo-32b", "paper-ppo-32b"):  # without and with a critic
+        job = launch(get_preset(preset), out=tmp_path)
+        simple = {d.name: d.setting.verl for d in described(TrainConfig) if isinstance(d.setting.verl, Keys)}
+        assert len(simple) >= 15
+        for name, mapping in simple.items():
+            keys = mapping.keys + (mapping.critic if job.config.advantage_estimator == "gae" else ())
+            assert [o.split("=", 1)[0] for o in job.by_field[name]] == list(keys), name
+
+
+# a value for each field that another field's rule reads, inside what paper-fipo-32b allows
+CHANGED = {"data_limit": 100, "lr_warmup_steps": 3, "gen_prompts_per_batch": 1024, "max_num_gen_batches": 3,
+           "filter_metric": "reward", "overlong_penalty": 0.5, "eval_limit": 10}
+
+
+def test_a_field_mapped_by_another_changes_that_fields_overrides_only(tmp_path):
+    mapped = {d.name: d.setting.verl.field for d in described(TrainConfig) if isinstance(d.setting.verl, MappedBy)}
+    assert set(mapped) == set(CHANGED)
+    base = launch(get_preset("paper-fipo-32b"), out=tmp_path).by_field
+    for name, reader in mapped.items():
+        changed = launch(apply_overrides(get_preset("paper-fipo-32b"), [f"{name}={CHANGED[name]}"]),
+                         out=tmp_path).by_field
+        assert changed[name] == [] and changed[reader] != base[reader], name
+        assert {k: v for k, v in changed.items() if k != reader} == {k: v for k, v in base.items() if k != reader}
+
+
+def test_unused_fields_are_listed_with_why(tmp_path):
+    job = launch(get_preset("paper-fipo-32b"), out=tmp_path)
+    unused = [d for d in described(TrainConfig) if isinstance(d.setting.verl, Unused)]
+    assert [d.name for d in unused] == ["logprob_chunk_size", "rollout_backend", "pack_sequences"]
+    for d in unused:
+        assert f"{d.name}={getattr(job.config, d.name)!r}: {d.setting.verl.why}" in job.notes
+
+
+@pytest.mark.parametrize("fipo", [FIPOConfig(), FIPOConfig(loss="dapo"), FIPOConfig(dual_clip=None),
+                                  FIPOConfig(loss="grpo", clip_low=0.1, weight_clip=None, safety_threshold=None)])
+def test_fipoconfig_goes_to_verls_names_and_comes_back(fipo):
+    actor, policy = loss_fields(fipo)
+    assert list(policy) == ["fipo_loss", "dual_clip", "decay_rate", "weight_clip", "weight_clip_high_only",
+                            "safety_threshold", "drop_dual_clipped_sequences", "log_ratio_clamp"]
+    assert [name for name, *_ in policy_loss_fields()] == list(policy)  # FIPOPolicyLossConfig's own fields
+    back = fipo_from_verl(SimpleNamespace(**actor), SimpleNamespace(**policy))
+    symmetric = dataclasses.replace(fipo, clip_high=fipo.clip_low) if fipo.loss == "grpo" else fipo  # GRPO's clip
+    assert back == symmetric
+    assert actor["clip_ratio_c"] == (fipo.dual_clip if fipo.dual_clip is not None else 10.0)
+    assert policy["dual_clip"] is (fipo.dual_clip is not None)
 
 
 def test_a_field_without_a_mapping_is_refused_by_name(monkeypatch):
@@ -182,8 +239,6 @@ def test_bad_data_stops_the_launch_before_anything_is_written(tmp_path):
 
 def test_the_loss_inside_verl_without_verl_says_how_to_get_it():
     import importlib.util
-
-    from fipo_nb import FIPOConfig
 
     if importlib.util.find_spec("verl") is not None:
         pytest.skip("verl is installed here: tests/integrations/verl covers actor_config")

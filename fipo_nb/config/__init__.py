@@ -1,13 +1,15 @@
 """Settings: what a run is, declared once per field.
 
-    settings.py   FIPOConfig (the algorithm) and TrainConfig (the run): each field's type, allowed
-                  values, doc and verl mapping where it is declared
-    presets.py    named setups, and `key=value` overrides (the CLI's --set)
+    fields.py      setting(): a field's doc, allowed values, scope and verl mapping, declared on the field;
+                   the validation derived from them
+    algorithm.py   FIPOConfig (the algorithm)
+    training.py    TrainConfig (the run); settings only verl runs and only fipo_nb's own trainer runs at the end
+    presets.py     named setups, and `key=value` overrides (the CLI's --set)
 """
 
-from .settings import (
-    ADAPTER_MODES, ANSWER_MODES, LOSSES, LR_SCHEDULES, REWARD_ERRORS, ROLLOUT_BACKENDS, STRATEGIES, FIPOConfig,
-    TrainConfig,
+from .algorithm import LOSSES, FIPOConfig
+from .training import (
+    ADAPTER_MODES, ANSWER_MODES, LR_SCHEDULES, REWARD_ERRORS, ROLLOUT_BACKENDS, STRATEGIES, TrainConfig,
 )
 
 __all__ = [

@@ -7,7 +7,8 @@ import difflib
 import typing
 from dataclasses import dataclass, field
 
-from .settings import FIPOConfig, TrainConfig
+from .algorithm import FIPOConfig
+from .training import TrainConfig
 
 
 @dataclass(frozen=True)

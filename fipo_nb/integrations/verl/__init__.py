@@ -8,7 +8,8 @@ importing it registers the loss "fipo_nb" and the trace hook: see `verl_plugin`)
 (`register()`, `actor_config()`, `FIPOPolicyLossConfig`), so `fipo-nb launch` runs without verl.
 
 `launch(config)` maps every TrainConfig field to verl 0.9.1 Hydra overrides through `FIELDS`, one
-entry per field: a field missing there, or a value verl cannot express, is an error naming it.
+entry per field, derived from the verl mapping each field declares (config/fields.py): a field
+missing there, or a value verl cannot express, is an error naming it.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class Launch:
     notes: list[str] = field(default_factory=list)  # fields that have no meaning under verl, and why
     warnings: list[str] = field(default_factory=list)  # what to check before launching
     conversions: dict[str, tuple[str, str]] = field(default_factory=dict)  # "train"/"val" -> (source, parquet path)
+    by_field: dict[str, list[str]] = field(default_factory=dict)  # TrainConfig field -> the overrides it wrote
 
     def command(self) -> str:
         return " \\\n    ".join([f"python3 -m {ENTRY_POINT}"] + [shlex.quote(o) for o in self.overrides])
@@ -136,7 +138,8 @@ def launch(config: TrainConfig, *, nodes: int | None = None, gpus_per_node: int 
     overrides = list(CONSTANT)
     order = [n for n in names if n not in ("eval_data", "eval_every")] + ["eval_data", "eval_every"]  # train file first
     for name in order:
-        overrides += FIELDS[name](x)
+        result.by_field[name] = FIELDS[name](x)
+        overrides += result.by_field[name]
     overrides += [f"actor_rollout_ref.rollout.max_num_batched_tokens={x.tokens_per_gpu}",
                   f"trainer.nnodes={nodes}", f"trainer.n_gpus_per_node={gpus}"]
     for item in extra:

@@ -1,7 +1,13 @@
-"""TrainConfig -> verl 0.9.1 Hydra overrides, field by field: the table `FIELDS` behind `fipo-nb launch verl`.
+"""TrainConfig -> verl 0.9.1 Hydra overrides: the table `FIELDS` behind `fipo-nb launch verl`, derived from
+each field's declared verl mapping (config/fields.py), and the rules that mappings needing logic name.
 
-Each entry takes the mapping context and returns overrides, or raises LaunchError naming the field when verl cannot
-express its value; entries for fields without meaning under verl add a note that launch.sh lists. Imports no verl.
+    Keys(...)      the field's value under these Hydra keys (and the critic's, when one runs)
+    Rule(name)     RULES[name] below: a translation, several keys, or a refusal naming the field
+    MappedBy(f)    read by field f's rule
+    Unused(why)    no meaning under verl: a note that launch.sh lists
+
+FIPOConfig's fields map through `loss_fields` (the launch and `verl.actor_config`) and `fipo_from_verl`
+(the loss inside verl, back). Imports no verl.
 """
 
 from __future__ import annotations
@@ -9,7 +15,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ...config import TrainConfig
+from ...config import FIPOConfig, TrainConfig
+from ...config.fields import Actor, Keys, MappedBy, PolicyLoss, Rule, Unused, described, optional_type
 
 PLUGIN = "fipo_nb.integrations.verl"
 POLICY_LOSS_TARGET = f"{PLUGIN}.FIPOPolicyLossConfig"
@@ -49,11 +56,7 @@ def _fail(name: str, why: str):
     raise LaunchError(f"TrainConfig.{name}: {why}")
 
 
-def _na(name: str, why: str):
-    def handle(x: _Context):
-        x.launch.notes.append(f"{name}={getattr(x.c, name)!r}: {why}")
-        return []
-    return handle
+# ------------------------------------------------------------------------------------------ data files
 
 
 def _parquet_columns(path: Path, field: str) -> set[str]:
@@ -86,38 +89,41 @@ def _has_repeats(path: Path, field: str) -> bool:
     return len(set(values)) < len(values)
 
 
-def _data(which: str):
-    def handle(x: _Context):
-        c = x.c
-        source = c.data if which == "train" else c.eval_data
-        key = "train_files" if which == "train" else "val_files"
-        limit = c.data_limit if which == "train" else c.eval_limit
-        limit_key = "train_max_samples" if which == "train" else "val_max_samples"
-        if source is None:  # no evaluation: verl still reads a validation file, the training one
-            return [f"data.val_files={_value(x.launch_train_file)}", "data.val_max_samples=1",
-                    "trainer.val_before_train=false", "trainer.test_freq=-1"]
-        path, field = Path(source), "data" if which == "train" else "eval_data"
-        repeats = which == "val" and path.suffix == ".parquet" and path.exists() and _has_repeats(path, field)
-        if path.suffix == ".parquet" and (not path.exists() or _is_verl_parquet(path, field)) and not repeats:
-            target = str(path.resolve()) if path.exists() else source  # not here: a path on the cluster
-            if which == "val" and not path.exists() and c.eval_k > 1:
-                x.launch.warnings.append(
-                    f"eval_data {source} is not here to check: verl samples eval_k={c.eval_k} responses per *row*; "
-                    "if the file repeats each problem (DAPO's aime-2024.parquet holds each 32 times), pass the "
-                    "file to `fipo-nb launch` where it exists (its repeats are then removed) or set eval_k=1")
-        else:  # any other source (or an eval file that repeats problems) becomes a verl parquet under OUT/data
-            target = str((x.out / "data" / f"{which}.parquet").resolve())
-            x.launch.conversions[which] = (source, target)
-        if which == "train":
-            x.launch_train_file = target
-        return [f"data.{key}={_value(target)}", f"data.{limit_key}={limit if limit is not None else -1}"]
-    return handle
+# ------------------------------------------------------------------------------------------ rules: (context, field) -> overrides
 
 
-def _model(x: _Context):
+def _data(x: _Context, name: str):
+    """data.train_files / val_files and their sample limits; other sources become verl parquet files under OUT/data."""
+    c, which = x.c, "train" if name == "data" else "val"
+    source = c.data if which == "train" else c.eval_data
+    key = "train_files" if which == "train" else "val_files"
+    limit = c.data_limit if which == "train" else c.eval_limit
+    limit_key = "train_max_samples" if which == "train" else "val_max_samples"
+    if source is None:  # no evaluation: verl still reads a validation file, the training one
+        return [f"data.val_files={_value(x.launch_train_file)}", "data.val_max_samples=1",
+                "trainer.val_before_train=false", "trainer.test_freq=-1"]
+    path = Path(source)
+    repeats = which == "val" and path.suffix == ".parquet" and path.exists() and _has_repeats(path, name)
+    if path.suffix == ".parquet" and (not path.exists() or _is_verl_parquet(path, name)) and not repeats:
+        target = str(path.resolve()) if path.exists() else source  # not here: a path on the cluster
+        if which == "val" and not path.exists() and c.eval_k > 1:
+            x.launch.warnings.append(
+                f"eval_data {source} is not here to check: verl samples eval_k={c.eval_k} responses per *row*; "
+                "if the file repeats each problem (DAPO's aime-2024.parquet holds each 32 times), pass the "
+                "file to `fipo-nb launch` where it exists (its repeats are then removed) or set eval_k=1")
+    else:  # any other source (or an eval file that repeats problems) becomes a verl parquet under OUT/data
+        target = str((x.out / "data" / f"{which}.parquet").resolve())
+        x.launch.conversions[which] = (source, target)
+    if which == "train":
+        x.launch_train_file = target
+    return [f"data.{key}={_value(target)}", f"data.{limit_key}={limit if limit is not None else -1}"]
+
+
+def _model(x: _Context, name: str):
+    """The model path for the actor (and the critic); fipo_nb's own offline builds are refused."""
     c = x.c
     if c.model.startswith("tiny-") or c.model == "smollm2-135m-instruct":
-        _fail("model", f"{c.model!r} is built by fipo_nb itself; verl loads a hub id or a checkpoint folder")
+        _fail(name, f"{c.model!r} is built by fipo_nb itself; verl loads a hub id or a checkpoint folder")
     out = [f"actor_rollout_ref.model.path={_value(c.model)}", f"actor_rollout_ref.model.external_lib={PLUGIN}",
            "actor_rollout_ref.model.use_remove_padding=true"]
     if x.gae:
@@ -125,10 +131,11 @@ def _model(x: _Context):
     return out
 
 
-def _mode(x: _Context):
+def _mode(x: _Context, name: str):
+    """full: lora_rank=0; lora: rank, alpha, target modules, merged before each weight sync; qlora is refused."""
     c = x.c
     if c.mode == "qlora":
-        _fail("mode", "'qlora' (a 4-bit base) is not available in verl: use mode=lora (bf16 base) or full")
+        _fail(name, "'qlora' (a 4-bit base) is not available in verl: use mode=lora (bf16 base) or full")
     if c.mode == "full":
         return ["actor_rollout_ref.model.lora_rank=0"]
     targets = "all-linear" if c.lora_target_modules == "all-linear" else \
@@ -138,55 +145,54 @@ def _mode(x: _Context):
             f"actor_rollout_ref.model.target_modules={_value(targets)}", "actor_rollout_ref.model.lora.merge=true"]
 
 
-def _lora(name: str):
-    def handle(x: _Context):
-        if x.c.mode == "full":
-            x.launch.notes.append(f"{name}={getattr(x.c, name)!r}: unused with mode=full")
-        return []  # mapped by "mode"
-    return handle
-
-
-def _dtype(x: _Context):
-    dtype = {"auto": "bfloat16", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(x.c.dtype, x.c.dtype)
-    if dtype not in ("bfloat16", "float16", "float32"):
-        _fail("dtype", f"verl computes in bfloat16, float16 or float32; got {x.c.dtype!r}")
-    return [f"actor_rollout_ref.actor.fsdp_config.dtype={dtype}", f"actor_rollout_ref.rollout.dtype={dtype}"]
-
-
-def _device(x: _Context):
-    if x.c.device not in ("auto", "cuda"):
-        _fail("device", f"verl runs on GPUs; got {x.c.device!r} (use auto or cuda)")
+def _lora(x: _Context, name: str):
+    """Written by mode's rule; a note when mode=full leaves it unused."""
+    if x.c.mode == "full":
+        x.launch.notes.append(f"{name}={getattr(x.c, name)!r}: unused with mode=full")
     return []
 
 
-def _strategy(x: _Context):
+def _dtype(x: _Context, name: str):
+    """The actor's and the rollout's dtype (auto: bfloat16); verl computes in bfloat16, float16 or float32."""
+    dtype = {"auto": "bfloat16", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(x.c.dtype, x.c.dtype)
+    if dtype not in ("bfloat16", "float16", "float32"):
+        _fail(name, f"verl computes in bfloat16, float16 or float32; got {x.c.dtype!r}")
+    return [f"actor_rollout_ref.actor.fsdp_config.dtype={dtype}", f"actor_rollout_ref.rollout.dtype={dtype}"]
+
+
+def _device(x: _Context, name: str):
+    """verl runs on GPUs: auto or cuda, else refused."""
+    if x.c.device not in ("auto", "cuda"):
+        _fail(name, f"verl runs on GPUs; got {x.c.device!r} (use auto or cuda)")
+    return []
+
+
+def _strategy(x: _Context, name: str):
+    """verl's engine for the actor (and the critic): fsdp2 for "fsdp2", else fsdp."""
     strategy = "fsdp2" if x.c.strategy == "fsdp2" else "fsdp"
     out = [f"actor_rollout_ref.actor.strategy={strategy}"]
     return out + ([f"critic.strategy={strategy}"] if x.gae else [])
 
 
-def _checkpointing(x: _Context):
-    flag = _value(x.c.gradient_checkpointing)
-    out = [f"actor_rollout_ref.model.enable_gradient_checkpointing={flag}"]
-    return out + ([f"critic.model.enable_gradient_checkpointing={flag}"] if x.gae else [])
-
-
-def _instruction(x: _Context):
+def _instruction(x: _Context, name: str):
+    """Used when a source is converted to verl's parquet; files passed as they are keep their prompts (a note)."""
     if not x.launch.conversions and x.c.instruction != "dapo":
         x.launch.notes.append(f"instruction={x.c.instruction!r}: the data files are passed as they are (their prompts "
                               "already hold the instruction)")
-    return []  # used when converting a source to verl's parquet schema
+    return []
 
 
-def _micro_batch(x: _Context):
-    budget = x.tokens_per_gpu  # micro_batch_size full-length responses' worth of tokens per GPU
+def _micro_batch(x: _Context, name: str):
+    """Dynamic batch sizes: micro_batch_size full-length responses' worth of tokens per GPU, for every pass."""
+    budget = x.tokens_per_gpu
     out = ["actor_rollout_ref.actor.use_dynamic_bsz=true", f"actor_rollout_ref.actor.ppo_max_token_len_per_gpu={budget}",
            f"actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu={budget}",
            f"actor_rollout_ref.ref.log_prob_max_token_len_per_gpu={budget}"]
     return out + ([f"critic.ppo_max_token_len_per_gpu={budget}"] if x.gae else [])
 
 
-def _schedule(x: _Context):
+def _schedule(x: _Context, name: str):
+    """verl's lr scheduler type and warm-up (cosine ends at 10% of lr, as fipo_nb's)."""
     c = x.c
     out = [f"actor_rollout_ref.actor.optim.lr_scheduler_type={c.lr_schedule}",
            f"actor_rollout_ref.actor.optim.lr_warmup_steps={c.lr_warmup_steps}"]
@@ -195,22 +201,32 @@ def _schedule(x: _Context):
     return out
 
 
-def _grad_clip(x: _Context):
-    clip = x.c.grad_clip if x.c.grad_clip > 0 else 1e9  # 0 = off in fipo_nb; verl always clips
+def _grad_clip(x: _Context, name: str):
+    """The actor's (and the critic's) gradient clip; 0 (off) becomes 1e9, since verl always clips."""
+    clip = x.c.grad_clip if x.c.grad_clip > 0 else 1e9
     out = [f"actor_rollout_ref.actor.grad_clip={clip!r}", f"actor_rollout_ref.actor.optim.clip_grad={clip!r}"]
     return out + ([f"critic.grad_clip={clip!r}", f"critic.optim.clip_grad={clip!r}"] if x.gae else [])
 
 
-def _steps(x: _Context):
+def _steps(x: _Context, name: str):
+    """Total training steps (and as many epochs, so that the data never runs out first)."""
     return [f"trainer.total_training_steps={x.c.steps}", f"trainer.total_epochs={max(1, x.c.steps)}"]
 
 
-def _top_k(x: _Context):
-    return [f"actor_rollout_ref.rollout.top_k={x.c.top_k if x.c.top_k > 0 else -1}",
-            f"actor_rollout_ref.rollout.val_kwargs.top_k={x.c.top_k if x.c.top_k > 0 else -1}"]
+def _top_k(x: _Context, name: str):
+    """Top-k for training and validation samples; 0 (off) is verl's -1."""
+    top_k = x.c.top_k if x.c.top_k > 0 else -1
+    return [f"actor_rollout_ref.rollout.top_k={top_k}", f"actor_rollout_ref.rollout.val_kwargs.top_k={top_k}"]
 
 
-def _dynamic_sampling(x: _Context):
+def _rollout_batch_size(x: _Context, name: str):
+    """vLLM's max_num_seqs; None: verl's default."""
+    rows = x.c.rollout_batch_size
+    return [] if rows is None else [f"actor_rollout_ref.rollout.max_num_seqs={rows}"]
+
+
+def _dynamic_sampling(x: _Context, name: str):
+    """verl's filter_groups (metric acc or reward) and its generation width."""
     c = x.c
     if not c.dynamic_sampling:
         return ["algorithm.filter_groups.enable=false"]
@@ -224,7 +240,8 @@ def _dynamic_sampling(x: _Context):
             f"data.gen_batch_size={gen}"]
 
 
-def _overlong(x: _Context):
+def _overlong(x: _Context, name: str):
+    """The DAPO reward manager's overlong buffer (its length and penalty)."""
     c = x.c
     if c.overlong_buffer == 0:
         return ["+reward.reward_kwargs.overlong_buffer_cfg.enable=false"]
@@ -235,50 +252,80 @@ def _overlong(x: _Context):
             f"+reward.reward_kwargs.max_resp_len={c.max_response_length}"]
 
 
-def _reward_value(name: str, expected: float):
-    def handle(x: _Context):
-        if getattr(x.c, name) != expected:
-            _fail(name, f"verl's DAPO scorer (math_dapo) gives {expected:g}; got {getattr(x.c, name)!r}")
-        return []
-    return handle
+def _overlong_filter(x: _Context, name: str):
+    """Refused when on: verl has no overlong filtering."""
+    if x.c.overlong_filter:
+        _fail(name, "verl has no overlong filtering (truncated responses always enter the loss)")
+    return []
 
 
-def _answer_mode(x: _Context):
+_DAPO_REWARDS = {"reward_correct": 1.0, "reward_incorrect": -1.0}  # what verl's math_dapo scorer gives
+
+
+def _reward_value(x: _Context, name: str):
+    """verl's DAPO scorer gives 1 and -1: other rewards are refused."""
+    expected = _DAPO_REWARDS[name]
+    if getattr(x.c, name) != expected:
+        _fail(name, f"verl's DAPO scorer (math_dapo) gives {expected:g}; got {getattr(x.c, name)!r}")
+    return []
+
+
+def _answer_mode(x: _Context, name: str):
+    """verl's dapo reward manager, which is answer_mode=dapo; the other modes are refused."""
     if x.c.answer_mode != "dapo":  # the other modes score differently (math-verify, \\boxed{}, the last number)
-        _fail("answer_mode", f"verl scores with its own DAPO scorer (math_dapo), which is answer_mode=dapo; "
-                             f"got {x.c.answer_mode!r}: set answer_mode=dapo")
+        _fail(name, f"verl scores with its own DAPO scorer (math_dapo), which is answer_mode=dapo; "
+                    f"got {x.c.answer_mode!r}: set answer_mode=dapo")
     return ["reward.reward_manager.name=dapo"]
 
 
-def _output_dir(x: _Context):
-    name = x.out.name or "fipo_nb"
+def _reward_errors(x: _Context, name: str):
+    """Refused unless "raise": verl's reward manager stops the run when scoring fails."""
+    if x.c.reward_errors != "raise":
+        _fail(name, "verl's reward manager stops the run when scoring fails; it cannot score failures as incorrect")
+    return []
+
+
+def _output_dir(x: _Context, name: str):
+    """Checkpoints, the metrics file logger and the experiment name, under OUT."""
+    run = x.out.name or "fipo_nb"
     return [f"trainer.default_local_dir={_value(str((x.out / 'checkpoints').resolve()))}",
-            "trainer.logger=[console,file]", "trainer.project_name=fipo_nb", f"trainer.experiment_name={_value(name)}",
+            "trainer.logger=[console,file]", "trainer.project_name=fipo_nb", f"trainer.experiment_name={_value(run)}",
             "trainer.resume_mode=auto",
             f"+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH="
             f"{_value(str((x.out / 'verl_metrics.jsonl').resolve()))}"]
 
 
-def _trace(x: _Context):
+def _trace(x: _Context, name: str):
+    """The fipo_nb loss's trace settings (FIPOPolicyLossConfig.trace_dir / trace_samples); 0: none."""
     if x.c.trace_samples == 0:
         return []
     return [f"+actor_rollout_ref.actor.policy_loss.trace_dir={_value(str(x.out.resolve()))}",
             f"+actor_rollout_ref.actor.policy_loss.trace_samples={x.c.trace_samples}"]
 
 
-def _eval_every(x: _Context):
+def _trace_post_update(x: _Context, name: str):
+    """Refused when on: verl's actor makes no forward pass after the step."""
+    if x.c.trace_post_update:
+        _fail(name, "the post-update Future-KL needs a forward pass after the step, which verl's actor does not make")
+    return []
+
+
+def _eval_every(x: _Context, name: str):
+    """verl's test_freq, and validation before training when it is on."""
     if x.c.eval_data is None:
-        return []  # _data("val") turns validation off
+        return []  # eval_data's rule turns validation off
     every = x.c.eval_every if x.c.eval_every > 0 else -1
     return [f"trainer.test_freq={every}", f"trainer.val_before_train={_value(x.c.eval_every > 0)}"]
 
 
-def _save_every(x: _Context):
+def _save_every(x: _Context, name: str):
+    """verl's save_freq (0: at the end, i.e. every `steps`; -1: never)."""
     c = x.c
     return [f"trainer.save_freq={-1 if c.save_every < 0 else c.save_every or c.steps}"]
 
 
-def _gae(x: _Context):
+def _advantage_estimator(x: _Context, name: str):
+    """verl's adv_estimator; "gae" adds the critic (its lr, lambda, weight decay, offload)."""
     c = x.c
     if not x.gae:
         return ["algorithm.adv_estimator=grpo", "algorithm.norm_adv_by_std_in_grpo=true"]
@@ -288,45 +335,14 @@ def _gae(x: _Context):
             f"critic.fsdp.param_offload={_value(c.offload)}", f"critic.fsdp.optimizer_offload={_value(c.offload)}"]
 
 
-def _gae_only(name: str):
-    def handle(x: _Context):
-        if not x.gae:
-            x.launch.notes.append(f"{name}={getattr(x.c, name)!r}: unused with advantage_estimator=grpo")
-        return []  # mapped by advantage_estimator
-    return handle
+def _critic(x: _Context, name: str):
+    """Written by advantage_estimator's rule; a note when advantage_estimator=grpo leaves it unused."""
+    if not x.gae:
+        x.launch.notes.append(f"{name}={getattr(x.c, name)!r}: unused with advantage_estimator=grpo")
+    return []
 
 
-def _set(name: str, *keys: str, fn=None):
-    """The field's value (through fn) under each of `keys`."""
-    def handle(x: _Context):
-        value = getattr(x.c, name) if fn is None else fn(getattr(x.c, name))
-        return [f"{key}={_value(value)}" for key in keys]
-    return handle
-
-
-def _with_critic(name: str, actor_key: str, critic_key: str):
-    def handle(x: _Context):
-        value = _value(getattr(x.c, name))
-        return [f"{actor_key}={value}"] + ([f"{critic_key}={value}"] if x.gae else [])
-    return handle
-
-
-AGGREGATION = {"fipo": "token-mean", "dapo": "token-mean", "grpo": "seq-mean-token-mean"}  # verl's loss_agg_mode
-
-
-def loss_fields(f) -> tuple[dict, dict]:
-    """A FIPOConfig as (verl actor fields, fipo_nb policy-loss fields): the one mapping that the
-    launch's overrides and `verl.actor_config` share."""
-    actor = dict(clip_ratio_low=f.clip_low, clip_ratio_high=f.clip_low if f.loss == "grpo" else f.clip_high,
-                 clip_ratio_c=f.dual_clip if f.dual_clip is not None else 10.0, loss_agg_mode=AGGREGATION[f.loss])
-    policy = dict(fipo_loss=f.loss, dual_clip=f.dual_clip is not None, decay_rate=f.decay_rate,
-                  weight_clip=f.weight_clip, weight_clip_high_only=f.weight_clip_high_only,
-                  safety_threshold=f.safety_threshold, drop_dual_clipped_sequences=f.drop_dual_clipped_sequences,
-                  log_ratio_clamp=f.log_ratio_clamp)
-    return actor, policy
-
-
-def _loss(x: _Context):
+def _fipo(x: _Context, name: str):
     """FIPOConfig -> the actor's loss: "fipo" is loss_mode fipo_nb; "dapo" / "grpo" are verl's own ("vanilla")."""
     f = x.c.fipo
     actor, settings = loss_fields(f)
@@ -346,58 +362,47 @@ def _loss(x: _Context):
     return out + [f"+actor_rollout_ref.actor.policy_loss.{k}={_value(v)}" for k, v in settings.items()]
 
 
-_NOT_APPLICABLE = "fipo_nb's own trainer only; verl"
-FIELDS = {  # every TrainConfig field -> its mapping (tests check that none is missing)
-    "model": _model, "mode": _mode, "lora_r": _lora("lora_r"), "lora_alpha": _lora("lora_alpha"),
-    "lora_target_modules": _lora("lora_target_modules"), "dtype": _dtype, "device": _device,
-    "gradient_checkpointing": _checkpointing, "strategy": _strategy,
-    "data": _data("train"), "data_limit": lambda x: [], "instruction": _instruction,  # data_limit: with "data"
-    "prompts_per_step": _set("prompts_per_step", "data.train_batch_size"),
-    "samples_per_prompt": _set("samples_per_prompt", "actor_rollout_ref.rollout.n"),
-    "mini_batch_size": _set("mini_batch_size", "actor_rollout_ref.actor.ppo_mini_batch_size"),
-    "micro_batch_size": _micro_batch,
-    "lr": _set("lr", "actor_rollout_ref.actor.optim.lr"), "lr_warmup_steps": lambda x: [],  # with lr_schedule
-    "lr_schedule": _schedule, "weight_decay": _set("weight_decay", "actor_rollout_ref.actor.optim.weight_decay"),
-    "grad_clip": _grad_clip, "steps": _steps,
-    "max_prompt_length": _set("max_prompt_length", "data.max_prompt_length"),
-    "max_response_length": _set("max_response_length", "data.max_response_length"),
-    "temperature": _set("temperature", "actor_rollout_ref.rollout.temperature"),
-    "top_p": _set("top_p", "actor_rollout_ref.rollout.top_p"), "top_k": _top_k,
-    "rollout_batch_size": lambda x: [] if x.c.rollout_batch_size is None else
-    [f"actor_rollout_ref.rollout.max_num_seqs={x.c.rollout_batch_size}"],
-    "dynamic_sampling": _dynamic_sampling, "gen_prompts_per_batch": lambda x: [],  # with dynamic_sampling
-    "max_num_gen_batches": lambda x: [], "filter_metric": lambda x: [],  # with dynamic_sampling
-    "overlong_buffer": _overlong, "overlong_penalty": lambda x: [],  # with overlong_buffer
-    "overlong_filter": lambda x: _fail("overlong_filter", "verl has no overlong filtering (truncated responses "
-                                                          "always enter the loss)") if x.c.overlong_filter else [],
-    "reward_correct": _reward_value("reward_correct", 1.0), "reward_incorrect": _reward_value("reward_incorrect", -1.0),
-    "answer_mode": _answer_mode,
-    "reward_errors": lambda x: _fail("reward_errors", "verl's reward manager stops the run when scoring fails; it "
-                                                      "cannot score failures as incorrect") if x.c.reward_errors != "raise"
-    else [],
-    "seed": _set("seed", "data.seed", "actor_rollout_ref.rollout.seed"),
-    "output_dir": _output_dir,
-    "logprob_chunk_size": _na("logprob_chunk_size", f"{_NOT_APPLICABLE} computes log-probs with its own kernels"),
-    "rollout_backend": _na("rollout_backend", f"{_NOT_APPLICABLE} samples with vLLM (actor_rollout_ref.rollout.name)"),
-    "pack_sequences": _na("pack_sequences", f"{_NOT_APPLICABLE} removes padding itself (use_remove_padding=true)"),
-    "trace_samples": _trace,
-    "trace_post_update": lambda x: _fail("trace_post_update", "the post-update Future-KL needs a forward pass after "
-                                                              "the step, which verl's actor does not make")
-    if x.c.trace_post_update else [],
-    "eval_data": _data("val"), "eval_every": _eval_every,
-    "eval_k": _set("eval_k", "actor_rollout_ref.rollout.val_kwargs.n"), "eval_limit": lambda x: [],  # with eval_data
-    "eval_temperature": _set("eval_temperature", "actor_rollout_ref.rollout.val_kwargs.temperature"),
-    "eval_top_p": _set("eval_top_p", "actor_rollout_ref.rollout.val_kwargs.top_p"),
-    "save_every": _save_every,
-    "advantage_estimator": _gae, "gae_lambda": _gae_only("gae_lambda"), "critic_lr": _gae_only("critic_lr"),
-    "rollout_tensor_parallel": _set("rollout_tensor_parallel", "actor_rollout_ref.rollout.tensor_model_parallel_size"),
-    "rollout_gpu_memory": _set("rollout_gpu_memory", "actor_rollout_ref.rollout.gpu_memory_utilization"),
-    "sequence_parallel": _with_critic("sequence_parallel", "actor_rollout_ref.actor.ulysses_sequence_parallel_size",
-                                      "critic.ulysses_sequence_parallel_size"),
-    "offload": _set("offload", "actor_rollout_ref.actor.fsdp_config.param_offload",
-                    "actor_rollout_ref.actor.fsdp_config.optimizer_offload"),
-    "fipo": _loss,
+RULES = {  # the rules that TrainConfig fields name with verl=Rule(...)
+    "model": _model, "mode": _mode, "lora": _lora, "dtype": _dtype, "device": _device, "strategy": _strategy,
+    "data": _data, "eval_data": _data, "instruction": _instruction, "micro_batch_size": _micro_batch,
+    "lr_schedule": _schedule, "grad_clip": _grad_clip, "steps": _steps, "top_k": _top_k,
+    "rollout_batch_size": _rollout_batch_size, "dynamic_sampling": _dynamic_sampling, "overlong_buffer": _overlong,
+    "overlong_filter": _overlong_filter, "reward_value": _reward_value, "answer_mode": _answer_mode,
+    "reward_errors": _reward_errors, "output_dir": _output_dir, "trace_samples": _trace,
+    "trace_post_update": _trace_post_update, "eval_every": _eval_every, "save_every": _save_every,
+    "advantage_estimator": _advantage_estimator, "critic": _critic, "fipo": _fipo,
 }
+
+
+# ------------------------------------------------------------------------------------------ the table, derived
+
+
+def _handler(name: str, mapping):
+    """The override function of one TrainConfig field, from its declared verl mapping."""
+    if isinstance(mapping, Keys):
+        def keys(x: _Context):
+            value = _value(getattr(x.c, name))
+            return [f"{key}={value}" for key in mapping.keys + (mapping.critic if x.gae else ())]
+        return keys
+    if isinstance(mapping, Rule):
+        if mapping.name not in RULES:
+            raise LookupError(f"TrainConfig.{name} names verl rule {mapping.name!r}, which {__name__}.RULES lacks")
+        rule = RULES[mapping.name]
+        return lambda x: rule(x, name)
+    if isinstance(mapping, MappedBy):
+        if not isinstance(_MAPPINGS.get(mapping.field), Rule):
+            raise LookupError(f"TrainConfig.{name} is mapped by {mapping.field!r}, which has no verl rule")
+        return lambda x: []
+    if isinstance(mapping, Unused):
+        def unused(x: _Context):
+            x.launch.notes.append(f"{name}={getattr(x.c, name)!r}: {mapping.why}")
+            return []
+        return unused
+    raise LookupError(f"TrainConfig.{name}: {mapping!r} is not a TrainConfig verl mapping")
+
+
+_MAPPINGS = {d.name: d.setting.verl for d in described(TrainConfig)}
+FIELDS = {name: _handler(name, mapping) for name, mapping in _MAPPINGS.items()}  # every TrainConfig field
 
 CONSTANT = [  # the official recipe's settings that no TrainConfig field varies
     "actor_rollout_ref.rollout.name=vllm", "actor_rollout_ref.rollout.enable_chunked_prefill=true",
@@ -407,3 +412,57 @@ CONSTANT = [  # the official recipe's settings that no TrainConfig field varies
 ]
 
 
+# ------------------------------------------------------------------------------------------ FIPOConfig <-> verl's loss
+
+AGGREGATION = {"fipo": "token-mean", "dapo": "token-mean", "grpo": "seq-mean-token-mean"}  # verl's loss_agg_mode
+DUAL_CLIP_OFF = 10.0  # clip_ratio_c when FIPOConfig.dual_clip is None: verl's default, unused (dual_clip=false)
+
+
+def loss_fields(f: FIPOConfig) -> tuple[dict, dict]:
+    """A FIPOConfig as (verl actor fields, fipo_nb policy-loss fields), from each field's Actor / PolicyLoss
+    mapping: the one mapping that the launch's overrides and `verl.actor_config` share."""
+    actor, policy = {}, {}
+    for d in described(FIPOConfig):
+        value, mapping = getattr(f, d.name), d.setting.verl
+        if isinstance(mapping, Actor):
+            actor[mapping.key] = value
+            if mapping.flag:
+                policy[mapping.flag] = value is not None
+        elif isinstance(mapping, PolicyLoss):
+            policy[mapping.name or d.name] = value
+        else:
+            raise LookupError(f"FIPOConfig.{d.name}: verl={mapping!r}; the loss maps Actor and PolicyLoss fields")
+    if f.loss == "grpo":  # GRPO's symmetric clip
+        actor["clip_ratio_high"] = f.clip_low
+    if f.dual_clip is None:
+        actor["clip_ratio_c"] = DUAL_CLIP_OFF
+    actor["loss_agg_mode"] = AGGREGATION[f.loss]
+    return actor, policy
+
+
+def fipo_from_verl(actor, policy_loss) -> FIPOConfig:
+    """The FIPOConfig that a verl actor config and its FIPOPolicyLossConfig describe (validated)."""
+    values = {}
+    for d in described(FIPOConfig):
+        mapping = d.setting.verl
+        if isinstance(mapping, Actor):
+            used = getattr(policy_loss, mapping.flag) if mapping.flag else True
+            values[d.name] = float(getattr(actor, mapping.key)) if used else None
+        else:
+            values[d.name] = getattr(policy_loss, mapping.name or d.name)
+    return FIPOConfig(**values).validate()
+
+
+def policy_loss_fields() -> list[tuple[str, object, object, str]]:
+    """(name, type, default, doc) of each FIPO field of verl's policy-loss config, in FIPOConfig's order: a
+    PolicyLoss field keeps its type, default and doc; an Actor field with a flag is a bool saying whether
+    the actor's value is in use."""
+    out = []
+    for d in described(FIPOConfig):
+        mapping = d.setting.verl
+        if isinstance(mapping, PolicyLoss):
+            out.append((mapping.name or d.name, optional_type(d.kind, d.optional), d.default, d.setting.doc))
+        elif isinstance(mapping, Actor) and mapping.flag:
+            out.append((mapping.flag, bool, d.default is not None,
+                        f"Whether FIPOConfig.{d.name} is in use: its value is actor.{mapping.key}. {d.setting.doc}"))
+    return out

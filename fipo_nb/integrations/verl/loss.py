@@ -13,7 +13,7 @@ kept tokens): a plugin inside verl inherits verl's count.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 from typing import Optional
 
 from verl.trainer.ppo import core_algos
@@ -21,51 +21,43 @@ from verl.workers.config import PolicyLossConfig
 
 from ...config import FIPOConfig
 from ...core import policy_loss
-from .fields import AGGREGATION
+from .fields import AGGREGATION, fipo_from_verl, policy_loss_fields
 
 LOSS_NAME = "fipo_nb"
 # fipo_nb metric -> verl's name (the trainer prefixes "actor/" to whatever lacks it)
 VERL_NAMES = {"policy/clip_frac": "actor/pg_clipfrac", "policy/dual_clip_frac": "actor/pg_clipfrac_lower",
               "policy/approx_kl": "actor/ppo_kl"}
 
+_TRACE_FIELDS = [  # set by the launch from TrainConfig.trace_samples and the run directory
+    ("trace_dir", Optional[str], None,
+     "Run directory: rank 0 writes TRACE_DIR/traces/step-N.parquet and TRACE_DIR/metrics.jsonl; None: off."),
+    ("trace_samples", int, 4,
+     "Responses traced per step (chosen over mini-batches and advantage signs, as fipo_nb's trainer does)."),
+]
 
-@dataclass
-class FIPOPolicyLossConfig(PolicyLossConfig):
-    """verl's policy-loss settings plus FIPO's. The clip range and dual clip c are the actor's own
-    `clip_ratio_low`, `clip_ratio_high` and `clip_ratio_c`, so verl's losses and this one read the
-    same numbers; the fields below are fipo_nb.FIPOConfig's others."""
 
-    fipo_loss: str = "fipo"
-    """FIPOConfig.loss: "fipo", "dapo" (weights 1) or "grpo" (symmetric clip, sequence mean)."""
-    dual_clip: bool = True
-    """Use the dual clip c = actor.clip_ratio_c (and Future-KL's participation mask); False: neither."""
-    decay_rate: float = 32.0
-    """tau, the Future-KL half-life in tokens."""
-    weight_clip: Optional[float] = 0.2
-    """eps_f: influence weights in [1, 1 + eps_f] (high-only) or [1 - eps_f, 1 + eps_f]; 0 / None: cap at 10."""
-    weight_clip_high_only: bool = True
-    """True: [1, 1 + eps_f] (the 32B recipe); False: two-sided (the 7B pilot)."""
-    safety_threshold: Optional[float] = 10.0
-    """Weights of negative-advantage tokens with ratio above this are held in [0.8, 1.0]; None: off."""
-    drop_dual_clipped_sequences: Optional[bool] = None
-    """Leave out sequences with more than one dual-clipped negative token; None: on for "fipo" only."""
-    log_ratio_clamp: float = 20.0
-    """|log pi - log pi_old| is clamped here before exp."""
-    trace_dir: Optional[str] = None
-    """Run directory: rank 0 writes TRACE_DIR/traces/step-N.parquet and TRACE_DIR/metrics.jsonl; None: off."""
-    trace_samples: int = 4
-    """Responses traced per step (chosen over mini-batches and advantage signs, as fipo_nb's trainer does)."""
+def _fipo_config(self, actor_config) -> FIPOConfig:
+    """The FIPOConfig these settings and the actor's clip settings describe (validated)."""
+    return fipo_from_verl(actor_config, self)
 
-    def fipo_config(self, actor_config) -> FIPOConfig:
-        """The FIPOConfig these settings and the actor's clip settings describe (validated)."""
-        return FIPOConfig(
-            loss=self.fipo_loss, clip_low=float(actor_config.clip_ratio_low),
-            clip_high=float(actor_config.clip_ratio_high),
-            dual_clip=float(actor_config.clip_ratio_c) if self.dual_clip else None, decay_rate=self.decay_rate,
-            weight_clip=self.weight_clip, weight_clip_high_only=self.weight_clip_high_only,
-            safety_threshold=self.safety_threshold, drop_dual_clipped_sequences=self.drop_dual_clipped_sequences,
-            log_ratio_clamp=self.log_ratio_clamp,
-        ).validate()
+
+def _policy_loss_config() -> type:
+    """verl's PolicyLossConfig plus FIPOConfig's fields as the verl loss carries them (fields.policy_loss_fields):
+    one declaration, in FIPOConfig, for both."""
+    spec = policy_loss_fields() + _TRACE_FIELDS
+    doc = ("verl's policy-loss settings plus FIPO's. The clip range and dual clip c are the actor's own\n"
+           "`clip_ratio_low`, `clip_ratio_high` and `clip_ratio_c`, so verl's losses and this one read the same\n"
+           "numbers; the other fields are fipo_nb.FIPOConfig's, derived from its declaration:\n\n"
+           + "".join(f"    {name}: {text}\n" for name, _, _, text in spec))
+    fields = [(name, kind, dataclasses.field(default=default, metadata={"doc": text}))
+              for name, kind, default, text in spec]
+    cls = dataclasses.make_dataclass("FIPOPolicyLossConfig", fields, bases=(PolicyLossConfig,),
+                                     namespace={"__doc__": doc, "fipo_config": _fipo_config})
+    cls.__module__ = __name__  # pickled by reference (Ray ships configs to workers) and named by _target_
+    return cls
+
+
+FIPOPolicyLossConfig = _policy_loss_config()
 
 
 def fipo_config_of(actor_config) -> FIPOConfig:

@@ -168,3 +168,36 @@ def test_unsupported_settings_are_named(model):
     no_settings = dataclasses.replace(plain, policy_loss=PolicyLossConfig(loss_mode="fipo_nb"))
     with pytest.raises(ValueError, match="FIPOPolicyLossConfig"):
         ppo_loss(no_settings, log_probs, data)
+
+
+@pytest.mark.parametrize("fipo", [FIPOConfig(), FIPOConfig(loss="dapo"), FIPOConfig(dual_clip=None),
+                                  FIPOConfig(clip_low=0.1, clip_high=0.3, dual_clip=3.0, decay_rate=64.0,
+                                             weight_clip=None, weight_clip_high_only=False, safety_threshold=None,
+                                             log_ratio_clamp=5.0)])
+def test_the_loss_config_verl_builds_gives_back_the_same_fipoconfig(fipo):
+    """FIPOPolicyLossConfig is derived from FIPOConfig's declarations: through actor_config (and a pickle, as
+    Ray ships configs to the workers) every setting comes back."""
+    import pickle
+
+    from fipo_nb.integrations.verl import fipo_config_of
+
+    config = pickle.loads(pickle.dumps(actor_config(fipo, ppo_mini_batch_size=8)))
+    assert fipo_config_of(config) == fipo
+
+
+def test_the_loss_config_has_fipoconfigs_fields_under_verls_names_with_their_defaults():
+    from typing import Optional
+
+    from verl.workers.config import PolicyLossConfig
+
+    from fipo_nb.integrations.verl import FIPOPolicyLossConfig
+
+    own = [f for f in dataclasses.fields(FIPOPolicyLossConfig) if f.name not in
+           {g.name for g in dataclasses.fields(PolicyLossConfig)}]
+    assert [(f.name, f.type, f.default) for f in own] == [
+        ("fipo_loss", str, "fipo"), ("dual_clip", bool, True), ("decay_rate", float, 32.0),
+        ("weight_clip", Optional[float], 0.2), ("weight_clip_high_only", bool, True),
+        ("safety_threshold", Optional[float], 10.0), ("drop_dual_clipped_sequences", Optional[bool], None),
+        ("log_ratio_clamp", float, 20.0), ("trace_dir", Optional[str], None), ("trace_samples", int, 4),
+    ]
+    assert all(f.metadata["doc"] for f in own)
