@@ -239,3 +239,29 @@ def test_a_save_refused_for_another_reason_says_so(tmp_path):
     with pytest.raises(CheckpointError, match=r"Permission denied \[errno 13\] while writing optimizer.pt; .*there is "
                                               r"no earlier checkpoint \(save again or resume from it once that is"):
         write_checkpoint(tmp_path, 1, no_permission)
+
+
+RELEASE_RUN = Path(__file__).parent / "fixtures" / "release-0.1-cpu-smoke"  # `fipo-nb train --preset cpu-smoke --steps 2`
+# written by release 0.1.0 (commit 1011b09, before the redesign): its checkpoint, config.json, metrics and traces
+
+
+def test_a_run_written_by_the_previous_release_resumes_and_its_traces_open(tmp_path):
+    from fipo_nb.trace import load_traces
+    from fipo_nb.widgets import TokenView
+
+    run = tmp_path / "old"
+    shutil.copytree(RELEASE_RUN, run)
+    resumed = FIPOTrainer.resume(run)
+    assert resumed.step_count == 2
+    resumed.train(1, progress=False)
+    straight = FIPOTrainer(smoke(tmp_path / "straight"))  # the same run, three steps in one go with this code
+    straight.train(3, progress=False)
+    old, new = rows(run), rows(tmp_path / "straight")
+    assert [r["step"] for r in old] == [1, 2, 3] and old[:2] == rows(RELEASE_RUN)  # the old rows are kept as written
+    assert set(old[2]) == set(new[2])
+    for key, value in new[2].items():  # the third step continues the old run as this code would: float rounding
+        # of the CPU that wrote the fixture aside (another CPU kind rounds float32 sums in the last bits)
+        assert old[2][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    records = load_traces(run)
+    assert sorted(set(records["step"])) == [1, 2, 3] and len(records) == 12
+    assert "</span>" in TokenView(records).to_html()
