@@ -14,6 +14,14 @@ from fipo_nb.trainer import FIPOTrainer
 TIMING = ("time/", "tokens_per_s")
 
 
+@pytest.fixture(autouse=True)
+def interactive_sigint():
+    """SIGINT as in an interactive shell, whatever this process inherited (a background job ignores it)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def trainer_at(tmp_path, *overrides):
     return FIPOTrainer(apply_overrides(get_preset("cpu-smoke"), [f"output_dir={tmp_path}", "save_every=-1",
                                                                  *overrides]))
@@ -72,3 +80,20 @@ def test_a_second_interrupt_stops_at_once():
         assert guard.requested
         with pytest.raises(KeyboardInterrupt):
             handler(signal.SIGINT, None)
+
+
+def test_the_guard_leaves_an_ignored_sigint_ignored_and_puts_back_what_it_found():
+    guard = SafeInterrupt()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a background job (`make test &`, nohup) starts
+    with guard:
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGINT)  # ignored: nothing is asked for
+    assert not guard.requested and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+    def own(signum, frame):
+        raise AssertionError("not called")
+
+    signal.signal(signal.SIGINT, own)
+    with guard:
+        assert signal.getsignal(signal.SIGINT) == guard._handle
+    assert signal.getsignal(signal.SIGINT) is own  # exactly the handler it found

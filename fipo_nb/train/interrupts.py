@@ -3,7 +3,9 @@
 Inside `with SafeInterrupt():` the first SIGINT only sets a flag; the trainer calls `check()`
 between mini-batches and steps, which raises KeyboardInterrupt there, so that no optimizer step
 is ever half applied. A second SIGINT raises at once, as usual. Outside the main thread (where
-Python cannot install signal handlers) it does nothing.
+Python cannot install signal handlers) it does nothing, and where SIGINT is ignored (a background
+job: `make test &`, nohup) it leaves it ignored, as Python itself does at start-up. On exit it puts
+back exactly the handler it found.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ class SafeInterrupt:
     def __enter__(self) -> "SafeInterrupt":
         if self._depth == 0:
             self.requested = False
-            if threading.current_thread() is threading.main_thread():
+            if threading.current_thread() is threading.main_thread() \
+                    and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # ignored stays ignored
                 self._previous = signal.signal(signal.SIGINT, self._handle)
         self._depth += 1
         return self
