@@ -15,7 +15,7 @@ from fipo_nb.widgets import Dashboard, PhaseView, TokenView
 from fipo_nb.models import token_pieces
 from fipo_nb.analysis.segments import OPENING, segment_metrics
 from fipo_nb.views.colours import colour
-from fipo_nb.views.records import segment_summary, view_record, view_records
+from fipo_nb.views.records import reweighted_first, segment_summary, spread, view_record, view_records
 from fipo_nb.views.static import token_html
 
 
@@ -37,8 +37,9 @@ def test_token_view_sends_only_the_selected_record(run):
     state = view.get_state()
     assert isinstance(state["record"], dict) and "tokens" in state["record"]  # one record, not all twelve
     assert state["record"]["step"] == 3
-    view.step_index = 0
-    assert view.record["step"] == 1 and view.sample_index == 0
+    view.step_index = 0  # another step opens on its most re-weighted response too
+    rows = [r for r in view._all if r["step"] == 1]
+    assert view.record is reweighted_first(rows)[0] and view.sample_index == rows.index(view.record)
     view.sample_index = 2
     assert view.record is not None and view.record["step"] == 1
 
@@ -214,3 +215,74 @@ def test_views_read_runs_without_train_and_no_view_imports_the_report():
                 module = "." * node.level + (node.module or "")
                 assert not module.startswith("..train"), (path.name, module)
                 assert path.name == "report.py" or module != ".report", (path.name, module)
+
+
+def test_views_open_on_the_response_fipo_reweighted_most(run):
+    out, _ = run
+    records = view_records(load_traces(out))
+    ordered = reweighted_first(records)
+    later = [r for r in records if r["mini_batch"] > 0 and r["in_loss"]]
+    assert later and ordered[0]["mini_batch"] > 0  # never a first-mini-batch response (all weights 1) first
+    assert spread(ordered[0], "weight") == max(spread(r, "weight") for r in later)
+    assert all(r["mini_batch"] == 0 or not r["in_loss"] for r in ordered[len(later):])  # they come last, still there
+    view = TokenView.from_run(out)  # the newest step, its most re-weighted response
+    newest = [r for r in later if r["step"] == 3]
+    assert view.record["step"] == 3 and view.record["mini_batch"] > 0
+    assert spread(view.record, "weight") == max(spread(r, "weight") for r in newest)
+    assert TokenView.from_run(out, step=1, sample=0).record["sample"] == min(r["sample"] for r in records
+                                                                          if r["step"] == 1)  # asked: as asked
+    with pytest.raises(ValueError, match="no traced response of step 9"):
+        TokenView.from_run(out, step=9)
+
+
+def test_step_axes_tick_whole_steps_only():
+    from matplotlib.figure import Figure
+
+    from fipo_nb.views.figures import step_axis
+
+    ax = Figure().subplots()
+    ax.plot([1, 2, 3], [0.1, 0.5, 0.2])
+    step_axis(ax)
+    ax.figure.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+def test_the_report_shows_evaluation_and_its_tables_fit_the_page(tmp_path):
+    from fipo_nb.report import write_report
+
+    config = apply_overrides(get_preset("cpu-smoke"), [f"output_dir={tmp_path}", "eval_data=single-digit?size=4&seed=3",
+                                                       "eval_every=1", "eval_k=2", "save_every=-1"])
+    FIPOTrainer(config).train(2, progress=False)
+    page = write_report(tmp_path).read_text()
+    evals = read_jsonl(tmp_path / "eval.jsonl")
+    assert "<h2>Evaluation</h2>" in page and f"avg@2 <b>{evals[-1]['eval/avg@2']:.3f}</b>" in page
+    assert page.count('<div class="table"><table>') == 2  # the evaluation and the per-step tables scroll sideways
+    assert ".table{overflow-x:auto" in page and "img{max-width:100%}" in page
+    first_view = page.index("fipo-tokenview", page.index("<h2>Token influence</h2>"))
+    assert "mini-batch 0" not in page[first_view: page.index("</div>", first_view)]  # a re-weighted one first
+
+
+def test_the_eval_line_under_a_step_row():
+    from fipo_nb.train.runlog import format_eval_row
+
+    assert format_eval_row({"step": 3, "reward/mean": 0.1}) is None
+    line = format_eval_row({"eval/avg@4": 0.6875, "eval/pass@4": 1.0, "eval/reward_mean": 0.375,
+                            "eval/length/mean": 25.7, "eval/length/median": 9.0, "eval/truncated_frac": 0.0625,
+                            "eval/problems": 8.0})
+    assert line == "  eval: avg@4 0.688 · pass@4 1.000 · reward +0.375 · length 25.7 (median 9) · truncated 0.06 · 8 problems"
+
+
+def test_a_saved_notebook_keeps_the_dashboards_last_step():
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell("from fipo_nb.widgets import Dashboard\ndashboard = Dashboard()\ndashboard"),
+        nbformat.v4.new_code_cell("for step in (1, 2, 3):\n    dashboard.update({'step': step, 'reward/mean': step / 10})"),
+    ]
+    NotebookClient(notebook, timeout=600, kernel_name="python3").execute()
+    (output,) = notebook.cells[0].outputs
+    assert "application/vnd.jupyter.widget-view+json" in output.data  # still the live widget in JupyterLab
+    assert "step 3 · reward/mean 0.3" in output.data["text/html"] and "no steps yet" not in output.data["text/html"]

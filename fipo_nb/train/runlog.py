@@ -24,6 +24,19 @@ def format_table_row(metrics: dict[str, float]) -> str:
     return " ".join(fmt.format(metrics.get(key, float("nan"))) for _, key, fmt in TABLE)
 
 
+def format_eval_row(metrics: dict[str, float]) -> str | None:
+    """The line under a step's row when the step ran an evaluation (None when it did not):
+    "  eval: avg@4 0.688 · pass@4 1.000 · reward +0.375 · length 25.7 (median 9) · truncated 0.06 · 8 problems"."""
+    k = next((key.removeprefix("eval/avg@") for key in metrics if key.startswith("eval/avg@")), None)
+    if k is None:
+        return None
+    get = lambda key: metrics.get(key, float("nan"))  # noqa: E731
+    return (f"  eval: avg@{k} {get(f'eval/avg@{k}'):.3f} · pass@{k} {get(f'eval/pass@{k}'):.3f} · "
+            f"reward {get('eval/reward_mean'):+.3f} · length {get('eval/length/mean'):.1f} "
+            f"(median {get('eval/length/median'):.0f}) · truncated {get('eval/truncated_frac'):.2f} · "
+            f"{get('eval/problems'):.0f} problems")
+
+
 class RunLog:
     """Appends metrics and evaluations of a run in `out_dir`."""
 

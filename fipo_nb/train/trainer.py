@@ -37,7 +37,7 @@ from .checkpoint import (
 from .collect import sample_batch
 from .evaluation import evaluate
 from .interrupts import SafeInterrupt
-from .runlog import RunLog, format_table_header, format_table_row
+from .runlog import RunLog, format_eval_row, format_table_header, format_table_row
 from .step import SampledStep, StepProgress, StepResult, run_step
 
 __all__ = ["FIPOTrainer", "SampledStep", "StepProgress", "StepResult"]
@@ -222,6 +222,8 @@ class FIPOTrainer:
                                     len=f"{result.metrics['length/mean']:.0f}")
                     if table:
                         bar.write(format_table_row(result.metrics))
+                        if format_eval_row(result.metrics):  # the step ran an evaluation: show it where people look
+                            bar.write(format_eval_row(result.metrics))
                     if callback is not None:
                         callback(result)
                     self.interrupt.check(f"stopped after step {self.step_count}")

@@ -35,6 +35,9 @@ class Dashboard(StaticHTMLFallback, anywidget.AnyWidget):
         dash = Dashboard(trainer)          # shows the steps so far
         dash                               # display it once
         trainer.train(20, callback=dash)   # each step redraws the same output
+
+    Each step also updates the output's static fallback (the picture an exported or executed
+    notebook keeps), so a saved notebook shows the last step, not the state at display time.
     """
 
     _esm = esm("dashboard")
@@ -44,8 +47,16 @@ class Dashboard(StaticHTMLFallback, anywidget.AnyWidget):
 
     def __init__(self, trainer=None, **kwargs):
         super().__init__(**kwargs)
+        self._displays = []  # IPython display handles of the outputs showing this dashboard
         if trainer is not None:
             self.history = [self._pick(m) for m in trainer.history]
+
+    def _ipython_display_(self) -> None:
+        """Display with a display id, so that `update` can refresh this output's static fallback too."""
+        from IPython.display import display
+
+        data, metadata = self._repr_mimebundle_()
+        self._displays.append(display(data, metadata=metadata, raw=True, display_id=True))
 
     @staticmethod
     def _pick(metrics: dict) -> dict:
@@ -54,7 +65,11 @@ class Dashboard(StaticHTMLFallback, anywidget.AnyWidget):
     def update(self, result) -> None:
         """Add one step: a trainer StepResult or a metrics dict."""
         metrics = getattr(result, "metrics", result)
-        self.history = [*self.history, self._pick(metrics)]
+        self.history = [*self.history, self._pick(metrics)]  # the live view redraws from this
+        if self._displays:
+            data, metadata = self._repr_mimebundle_()
+            for handle in self._displays:
+                handle.update(data, metadata=metadata, raw=True)
 
     __call__ = update
 

@@ -14,6 +14,14 @@ from .colours import DASHED, GROUP_COLOURS, PHASE_COLOURS, SEGMENT_COLOURS
 LENGTH_KEYS = ("min", "q25", "median", "mean", "q75", "max")  # the length quantiles PhaseView draws
 
 
+def step_axis(ax) -> None:
+    """Steps are whole numbers: ticks at integers only (never at 1.5, 2.5)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("step", fontsize=8)
+
+
 def _png(fig) -> str:
     fig.tight_layout()
     buffer = io.BytesIO()
@@ -36,7 +44,7 @@ def metric_figure_png(rows: list[dict], panels) -> str:
             if any(key in r for r in rows):
                 ax.plot(steps, [r.get(key, float("nan")) for r in rows], marker="o", ms=3, label=key)
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("step", fontsize=8)
+        step_axis(ax)
         ax.tick_params(labelsize=8)
         ax.legend(fontsize=7, loc="best")
         ax.grid(alpha=0.3)
@@ -62,7 +70,7 @@ def phase_figure_png(data: list[dict], selected: int | None = None) -> str:
     axes[2].plot(steps, [d["accuracy"] for d in data], color="#2ca02c", marker="o", ms=3)
     for ax, title in zip(axes, ("response length (tokens)", "share of each phase", "accuracy")):
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("step", fontsize=8)
+        step_axis(ax)
         if selected is not None:
             ax.axvline(selected, color="black", ls=":", lw=1)
     axes[0].legend(fontsize=7)
@@ -92,7 +100,7 @@ def _segment_axes(axes, data: list[dict], selected: int | None) -> None:
     titles = ("share of tokens per segment", "mean weight per segment", "mean Future-KL per segment")
     for ax, title in zip(axes, titles):
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("step", fontsize=8)
+        step_axis(ax)
         ax.legend(fontsize=6)
         if selected is not None:
             ax.axvline(selected, color="black", ls=":", lw=1)

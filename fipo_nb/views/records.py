@@ -91,6 +91,28 @@ def view_records(source) -> list[dict]:
     return [with_segments(r) if "metrics" in r else view_record(r) for r in source]
 
 
+def spread(record: dict, metric: str) -> float:
+    """max - min of the record's per-token `metric` (0 when it has none)."""
+    values = [v for v in record["metrics"].get(metric) or [] if v is not None]
+    return max(values) - min(values) if values else 0.0
+
+
+def idle(record: dict) -> bool:
+    """A response no influence weight acted on: first mini-batch (weights all exactly 1) or out of the loss."""
+    return record.get("mini_batch") == 0 or record.get("in_loss") is False
+
+
+def reweighted_first(records: list[dict]) -> list[dict]:
+    """The records in the order the views open them: responses FIPO re-weighted first (a later
+    mini-batch, in the loss, the largest spread of weights; then of Future-KL, which is all DAPO
+    and GRPO have), newest step first on ties; first-mini-batch responses, whose weights are all
+    exactly 1, and responses left out of the loss come last, still there to pick."""
+    def key(record):
+        return idle(record), -spread(record, "weight"), -spread(record, "future_kl"), -record["step"], record["sample"]
+
+    return sorted(records, key=key)
+
+
 def record_note(record: dict, metric: str) -> str:
     """Why a record looks the way it does, when that could look like a bug."""
     if record.get("in_loss") is False and metric in ("weight", "future_kl"):

@@ -1,5 +1,5 @@
-"""A self-contained static HTML report of a run: metric curves, the reasoning-phase view,
-token views of traced responses, a per-step table and the configuration.
+"""A self-contained static HTML report of a run: metric curves, evaluation (avg@k, pass@k, lengths),
+the reasoning-phase view, token views of traced responses, a per-step table and the configuration.
 
     fipo_nb.report.write_report("runs/demo")   ->  runs/demo/report.html
     fipo-nb report runs/demo
@@ -14,9 +14,10 @@ import html
 import json
 from pathlib import Path
 
-from ..analysis.runs import read_metrics
+from ..analysis.runs import read_jsonl, read_metrics
 from ..analysis.segments import panel_keys
 from .figures import metric_figure_png
+from .records import reweighted_first
 
 PANELS = [
     ("Reward and accuracy", ["reward/mean", "accuracy/mean"]),
@@ -35,6 +36,38 @@ PANELS = [
 
 TABLE_KEYS = ["step", "reward/mean", "accuracy/mean", "length/mean", "fipo/weight_mean", "fipo/weight_max",
               "fipo/future_kl_mean", "policy/clip_frac", "policy/approx_kl", "grad_norm", "time/step_s"]
+EVAL_KEYS = ["eval/avg@{k}", "eval/pass@{k}", "eval/reward_mean", "eval/length/mean", "eval/length/median",
+             "eval/length/max", "eval/truncated_frac", "eval/problems"]
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}img{max-width:100%}
+.table{overflow-x:auto;max-width:100%}table{border-collapse:collapse;font-size:12px}
+td,th{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap}th{background:#f3f3f3}
+pre{background:#f7f7f7;padding:1em;font-size:12px;overflow-x:auto}"""
+
+
+def _table(rows: list[dict], keys: list[str]) -> str:
+    """rows as an HTML table of `keys`, in a box that scrolls sideways instead of overflowing the page."""
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(r.get(k))}</td>" for k in keys) + "</tr>" for r in rows)
+    return f'<div class="table"><table><tr>{head}</tr>{body}</table></div>'
+
+
+def _eval_section(run_dir: Path, config: dict) -> str:
+    """avg@k, pass@k and response lengths of every evaluation (eval.jsonl), as curves and a table."""
+    rows = read_jsonl(run_dir / "eval.jsonl")
+    if not rows:
+        why = "no eval_data" if not config.get("eval_data") else f"eval_every={config.get('eval_every')}, none was due"
+        return f"<h2>Evaluation</h2><p>No evaluation in this run ({html.escape(why)}).</p>"
+    k = config.get("eval_k") or next(int(key.split("@")[1]) for key in rows[0] if key.startswith("eval/avg@"))
+    keys = [key.format(k=k) for key in EVAL_KEYS]
+    panels = [(f"avg@{k} and pass@{k}", keys[:2]),
+              ("Response length (tokens)", [f"eval/length/{q}" for q in ("min", "q25", "median", "mean", "q75", "max")])]
+    last = rows[-1]
+    return (f"<h2>Evaluation</h2><p>{len(rows)} evaluation(s) of {int(last.get('eval/problems', 0))} held-out "
+            f"problem(s) of <code>{html.escape(str(config.get('eval_data')))}</code>, {k} samples each: at step "
+            f"{last['step']}, avg@{k} <b>{last[keys[0]]:.3f}</b>, pass@{k} <b>{last[keys[1]]:.3f}</b>. Read from "
+            f"<code>eval.jsonl</code>.</p>"
+            f'<img alt="evaluation curves" src="data:image/png;base64,{metric_figure_png(rows, panels)}">'
+            + _table(rows, ["step", *keys]))
 
 
 def _traced_section(run_dir: Path, rows: list[dict], max_records: int) -> str:
@@ -55,12 +88,13 @@ def _traced_section(run_dir: Path, rows: list[dict], max_records: int) -> str:
             break
     records = view_records(load_traces(run_dir, steps=sorted(wanted)))
     phase = PhaseView(rows, records, step=wanted[0]).to_html() if rows else ""
-    newest = sorted(records, key=lambda r: (-r["step"], r["sample"]))[:max_records]
-    views = "".join(token_html(r, "weight") for r in newest)
+    shown = reweighted_first(records)[:max_records]
+    views = "".join(token_html(r, "weight") for r in shown)
     return (f"<h2>Reasoning phases</h2>{phase}"
-            f"<h2>Token influence</h2><p>The {len(newest)} newest traced responses, each token coloured by its "
-            "influence weight (white = 1, red = more weight); hover a token for its text and every per-token "
-            f"metric.</p>{views}")
+            f"<h2>Token influence</h2><p>{len(shown)} traced responses of the newest steps, each token coloured by "
+            "its influence weight (white = 1, red = more weight): first those FIPO re-weighted most (later "
+            "mini-batches, the largest spread of weights), then first-mini-batch responses, whose weights are all "
+            "1. Hover a token for its text and every per-token metric.</p>" + views)
 
 
 def render_report(run_dir, *, max_records: int = 12) -> str:
@@ -69,24 +103,20 @@ def render_report(run_dir, *, max_records: int = 12) -> str:
     rows = read_metrics(run_dir)
     config_path = run_dir / "config.json"
     config = json.loads(config_path.read_text()) if config_path.exists() else {}
-    head = "".join(f"<th>{html.escape(k)}</th>" for k in TABLE_KEYS)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{_cell(r.get(k))}</td>" for k in TABLE_KEYS) + "</tr>" for r in rows
-    )
     figure = f'<img alt="metric curves" src="data:image/png;base64,{metric_figure_png(rows, PANELS)}">' if rows else "<p>No steps yet.</p>"
     loss = config.get("fipo", {}).get("loss", "fipo").upper()
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>fipo_nb report: {html.escape(run_dir.name)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;font-size:13px}}
-td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}th{{background:#f3f3f3}}pre{{background:#f7f7f7;padding:1em;font-size:12px}}</style>
+<style>{STYLE}</style>
 </head><body>
 <h1>{loss} run: {html.escape(str(run_dir))}</h1>
 <p>{len(rows)} step(s) of model <code>{html.escape(str(config.get("model", "?")))}</code>
 ({html.escape(str(config.get("mode", "?")))}). Curves and table read <code>metrics.jsonl</code>; token views read
 <code>traces/</code>.</p>
 <h2>Metrics</h2>{figure}
+{_eval_section(run_dir, config)}
 {_traced_section(run_dir, rows, max_records)}
-<h2>Per step</h2><table><tr>{head}</tr>{body}</table>
+<h2>Per step</h2>{_table(rows, TABLE_KEYS)}
 <h2>Configuration</h2><pre>{html.escape(json.dumps(config, indent=2))}</pre>
 </body></html>
 """

@@ -6,7 +6,7 @@ import anywidget
 import traitlets as t
 
 from .assets import StaticHTMLFallback, esm, stylesheet
-from .records import METRICS, record_note, view_records
+from .records import METRICS, idle, record_note, reweighted_first, view_records
 from .static import token_html
 
 
@@ -17,7 +17,9 @@ class TokenView(StaticHTMLFallback, anywidget.AnyWidget):
     several steps or samples a step slider and a sample picker appear; only the selected
     record is sent to the browser. `metric`: weight, future_kl, post_update_future_kl,
     log_ratio or ratio, on a diverging scale around 1 (weight, ratio) or 0 (the others);
-    `gamma` sets the contrast.
+    `gamma` sets the contrast. It opens on the newest step's response FIPO re-weighted most (`step`
+    and `sample`, an index into that step's responses, choose another): a later mini-batch with the
+    largest spread of weights, not a first-mini-batch one whose weights are all 1.
     """
 
     _esm = esm("token_view")
@@ -34,7 +36,7 @@ class TokenView(StaticHTMLFallback, anywidget.AnyWidget):
     note = t.Unicode("").tag(sync=True)
 
     def __init__(self, records, *, metric: str = "weight", gamma: float = 1.0, step: int | None = None,
-                 sample: int = 0, **kwargs):
+                 sample: int | None = None, **kwargs):
         self._all = view_records(records)
         if not self._all:
             raise ValueError("TokenView: no records to show")
@@ -42,9 +44,15 @@ class TokenView(StaticHTMLFallback, anywidget.AnyWidget):
         if metric not in available:
             raise ValueError(f"TokenView: metric {metric!r} is not in these records; choose one of {', '.join(available)}")
         steps = sorted({r["step"] for r in self._all})
-        step_index = steps.index(step) if step is not None else len(steps) - 1
+        if step is not None and step not in steps:
+            raise ValueError(f"TokenView: no traced response of step {step}; steps: {', '.join(map(str, steps))}")
+        if step is None:  # the newest step with a response an update re-weighted
+            step = max(r["step"] for r in ([r for r in self._all if not idle(r)] or self._all))
+        opening = reweighted_first(self._rows_of(step))[0]
         super().__init__(metrics=available, metric=metric, gamma=gamma, steps=steps, **kwargs)
-        self._select(step_index, sample)
+        if sample is None:  # the response FIPO re-weighted most
+            sample = next(i for i, r in enumerate(self._rows_of(step)) if r is opening)
+        self._select(steps.index(step), sample)
 
     @classmethod
     def from_run(cls, run_dir, steps=None, **kwargs) -> "TokenView":
@@ -56,9 +64,11 @@ class TokenView(StaticHTMLFallback, anywidget.AnyWidget):
             raise ValueError(f"TokenView: no traced responses in {run_dir}/traces (no step run yet, or trace_samples=0)")
         return cls(frame, **kwargs)
 
-    def _step_records(self, step_index: int) -> list[dict]:
-        step = self.steps[step_index]
+    def _rows_of(self, step: int) -> list[dict]:
         return [r for r in self._all if r["step"] == step]
+
+    def _step_records(self, step_index: int) -> list[dict]:
+        return self._rows_of(self.steps[step_index])
 
     def _select(self, step_index: int, sample_index: int) -> None:
         rows = self._step_records(step_index)
@@ -74,7 +84,8 @@ class TokenView(StaticHTMLFallback, anywidget.AnyWidget):
     @t.observe("step_index")
     def _on_step(self, change) -> None:
         if change["new"] != change["old"] and 0 <= change["new"] < len(self.steps):
-            self._select(change["new"], 0)
+            rows = self._step_records(change["new"])
+            self._select(change["new"], rows.index(reweighted_first(rows)[0]))
 
     @t.observe("sample_index")
     def _on_sample(self, change) -> None:
