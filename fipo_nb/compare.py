@@ -11,8 +11,10 @@ Every loss trains from the same initial policy (the seed initialises the model a
 compare.json records a hash of the trainable weights of each run before its first step), the
 same prompt order and the same sampling seeds, into OUT/<loss>/, a normal run directory
 (metrics.jsonl, eval.jsonl, traces/, report.html). So step 1 samples the same rollouts for every
-loss (compare.json records their hash too); from then on the policies, and what they sample,
-part. OUT/compare.html shows, per step, one figure per quantity with one line per loss (length
+loss (compare.json records their hash too, and every later step's). From then on the policies
+part, but what they sample parts only once their weights differ enough to flip a sampled token:
+with the same random numbers, the first steps often draw identical samples, and the comparison
+says at which steps they did (`Comparison.identical_steps`). OUT/compare.html shows, per step, one figure per quantity with one line per loss (length
 quantiles, reward, accuracy, evaluation avg@k, phase shares, weight and Future-KL per reasoning
 segment) and a table.
 """
@@ -70,6 +72,25 @@ class Comparison:
     def run_dir(self, loss: str) -> Path:
         return self.out / loss
 
+    def identical_steps(self) -> list[int]:
+        """Steps at which every loss trained on exactly the same samples (compare.json's rollout hashes)."""
+        hashes = self.info.get("rollouts") or {}
+        if len(hashes) < 2 or set(hashes) != set(self.losses):
+            return []
+        return [step for step, same in enumerate(zip(*hashes.values()), start=1) if len(set(same)) == 1]
+
+    def parting_note(self) -> str:
+        """One line on which steps drew identical samples, and why."""
+        same = self.identical_steps()
+        if not same:
+            return "The losses drew different samples from step 1 on." if self.info.get("rollouts") else ""
+        steps = len(next(iter(self.metrics.values()), []))
+        when = "at every step" if len(same) == steps else f"at step(s) {', '.join(map(str, same))}"
+        return (f"The losses drew identical samples {when}: same initial weights, prompts and random numbers, and "
+                "updates too small yet to flip a sampled token, so their rewards, lengths and phases are equal "
+                "there; only the weights, the gradients and what they do to the policy differ. Runs part once the "
+                "policies differ enough (more steps, a larger lr or more updates per step).")
+
     def eval_key(self) -> str | None:
         keys = sorted({k for rows in self.evals.values() for r in rows for k in r if k.startswith("eval/avg@")})
         return keys[0] if keys else None
@@ -102,7 +123,7 @@ class Comparison:
         return out
 
     def markdown(self) -> str:
-        """summary() as a Markdown table (means over the steps; the last evaluation)."""
+        """summary() as a Markdown table (means over the steps; the last evaluation), and the parting note."""
         key = self.eval_key()
         columns = list(TABLE) + ([(f"last {key.removeprefix('eval/')}", key, ".3f")] if key else [])
         head = "| loss | steps | " + " | ".join(name for name, _, _ in columns) + " |"
@@ -111,7 +132,8 @@ class Comparison:
         for item in self.summary():
             cells = [_cell(item.get(k), f) for _, k, f in columns]
             lines.append(f"| {item['loss']} | {item['steps']} | " + " | ".join(cells) + " |")
-        return "\n".join(lines)
+        note = self.parting_note()
+        return "\n".join(lines) + (f"\n\n{note}" if note else "")
 
 
 def _cell(value, spec: str) -> str:
@@ -168,13 +190,14 @@ def compare(config, steps: int | None = None, out=None, *, losses=("fipo", "dapo
                              "to replace it")
     info = {"preset": config if isinstance(config, str) else None, "steps": base.steps, "seed": base.seed,
             "losses": losses, "overrides": list(overrides), "model": base.model, "fingerprints": {},
-            "step1_rollouts": {}}
+            "step1_rollouts": {}, "rollouts": {}}
     for loss in losses:
         run = apply_overrides(base, [f"fipo.loss={loss}", f"output_dir={out / loss}"])
         trainer = FIPOTrainer(run)
         info["fingerprints"][loss] = fingerprint(trainer.policy)
 
         def after_step(result, loss=loss):
+            info["rollouts"].setdefault(loss, []).append(rollout_hash(result))
             if result.step == 1:
                 info["step1_rollouts"][loss] = rollout_hash(result)
             if callback is not None:
@@ -270,6 +293,7 @@ td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}th{{background:#f
 <p>Model <code>{html.escape(str(info.get('model')))}</code>, preset <code>{html.escape(str(info.get('preset')))}</code>,
 {info.get('steps')} step(s), seed {info.get('seed')}, overrides {html.escape(', '.join(info.get('overrides') or []) or 'none')}.
 Each loss trained from the same initial policy, prompt order and sampling seeds. {checks}. {runs}.</p>
+<p>{html.escape(comparison.parting_note())}</p>
 <p>Per step: a line per loss. "verify_open" is the tokens that open a verification move ("Wait,", "Let me
 double-check"); "rest" all other tokens. Weights and Future-KL are means over the tokens that entered the loss.</p>
 <h2>Over the steps</h2>{''.join(figures)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from html import escape as html_escape
 
 import pytest
 import torch
@@ -48,6 +49,13 @@ def test_every_loss_starts_alike_and_samples_identical_step_one_rollouts(tmp_pat
     assert page.count("<tr><td>1</td><td>fipo</td>") == 1 and page.count("<tr><td>2</td><td>dapo</td>") == 1
     assert "identical step-1 rollouts: <b>yes</b>" in page and "<script" not in page
     assert load(tmp_path).markdown().splitlines()[2].startswith("| fipo | 2 | ")
+    # which steps drew identical samples is recorded and said, from each step's rollout hash
+    same = [step for step in (1, 2) if torch.equal(seen[("fipo", step)].rollout.response_ids,
+                                                   seen[("dapo", step)].rollout.response_ids)]
+    assert comparison.identical_steps() == same and same[0] == 1
+    note = comparison.parting_note()
+    assert ("every step" if same == [1, 2] else "at step(s) 1") in note and html_escape(note) in page
+    assert note in comparison.markdown()
     with pytest.raises(ValueError, match="holds an earlier run"):
         compare("cpu-smoke", 1, tmp_path, overrides=FAST, progress=False)
 
