@@ -23,6 +23,7 @@ from fipo_nb.data import (
     Problem,
     PromptSampler,
     champ_problems,
+    config_problems,
     from_records,
     load_problems,
     reasoning_gym_problems,
@@ -360,3 +361,24 @@ def test_a_source_that_makes_no_problems_is_named_with_its_field(field):
 
     with pytest.raises(DataError, match=rf"TrainConfig\.{field}: the data source 'arithmetic\?size=0' made no problems"):
         config_problems(TrainConfig(**{field: "arithmetic?size=0"}), "train" if field == "data" else "eval")
+
+
+def test_held_out_problems_are_evaluated_on_and_never_trained_on(tmp_path):
+    from fipo_nb.config import TrainConfig
+    from fipo_nb.data.sampler import problem_key
+
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps({"problem": f"What is {i} + {i}?", "answer": 2 * i}) + "\n" for i in range(40)))
+    config = TrainConfig(data=str(path), eval_holdout=0.1, eval_limit=64, instruction="none").validate()
+    train, held = config_problems(config, "train"), config_problems(config, "eval")
+    assert len(held) == 4 and len(train) == 36  # 10% of 40, the rest to train on
+    assert not {problem_key(p) for p in train} & {problem_key(p) for p in held}
+    assert [p.id for p in config_problems(config, "eval")] == [p.id for p in held]  # the same ones every time
+    assert len(config_problems(TrainConfig(**{**config.to_dict(), "eval_limit": 2}), "eval")) == 2  # at most eval_limit
+    assert config_problems(TrainConfig(**{**config.to_dict(), "seed": 1}), "eval") != held  # drawn by seed
+    with pytest.raises(ValueError, match="eval_holdout must be 0 when eval_data is set"):
+        TrainConfig(data=str(path), eval_holdout=0.1, eval_data="single-digit").validate()
+    tiny = tmp_path / "one.jsonl"
+    tiny.write_text(json.dumps({"problem": "1 + 1?", "answer": 2}) + "\n")
+    with pytest.raises(DataError, match="1 distinct problem\\(s\\), too few to hold 1 out"):
+        config_problems(TrainConfig(data=str(tiny), eval_holdout=0.1), "eval")

@@ -111,3 +111,19 @@ def test_evaluation_samples_with_the_runs_top_k(tmp_path):
         same = [len(set(responses)) == 1 for responses in seen.values()]
         assert len(same) == 3 and all(len(r) == 4 for r in seen.values())
         assert all(same) if top_k == 1 else not all(same)  # top_k=1: each problem's k samples are its argmax path
+
+
+def test_a_run_on_its_own_file_evaluates_on_held_out_problems_it_never_trains_on(tmp_path):
+    from fipo_nb.data.sampler import problem_key
+
+    path = tmp_path / "sums.jsonl"
+    path.write_text("".join(json.dumps({"problem": f"What is {i % 5} + {i // 5}?", "answer": i % 5 + i // 5}) + "\n"
+                            for i in range(30)))
+    config = apply_overrides(get_preset("cpu-smoke"), [f"output_dir={tmp_path / 'run'}", f"data={path}",
+                                                       "eval_holdout=0.2", "eval_every=1", "eval_k=2"])
+    trainer = FIPOTrainer(config)
+    assert len(trainer.eval_problems) == 6 and len(trainer.problems) == 24
+    assert not {problem_key(p) for p in trainer.problems} & {problem_key(p) for p in trainer.eval_problems}
+    trainer.train(1, progress=False)
+    row = json.loads((tmp_path / "run" / "eval.jsonl").read_text())
+    assert row["step"] == 1 and row["eval/problems"] == 6

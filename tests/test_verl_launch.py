@@ -213,6 +213,23 @@ def test_an_eval_file_that_repeats_each_problem_is_sampled_eval_k_times_per_prob
     assert any("aime-2024.parquet is not here" in n for n in launch(get_preset("paper-fipo-32b")).warnings)
 
 
+def test_held_out_problems_become_verls_validation_file_and_leave_its_training_file(tmp_path):
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps({"problem": f"What is {i} + 1?", "answer": i + 1}) + "\n" for i in range(20)))
+    job = launch(apply_overrides(get_preset("paper-fipo-32b"), [f"data={path}", "eval_data=none", "eval_holdout=0.25"]),
+                 out=tmp_path / "out")
+    o = overrides(job)
+    data = tmp_path / "out" / "data"
+    assert o["data.train_files"] == str((data / "train.parquet").resolve())
+    assert o["data.val_files"] == str((data / "val.parquet").resolve())
+    verl_launch.write_data(job)
+    train, val = (pq.read_table(data / f"{n}.parquet").to_pylist() for n in ("train", "val"))
+    assert len(train) == 15 and len(val) == 5
+    assert not {r["reward_model"]["ground_truth"] for r in train} & {r["reward_model"]["ground_truth"] for r in val}
+
+
 @pytest.mark.parametrize("field", ["data", "eval_data"])
 def test_an_unreadable_parquet_file_is_named_with_its_field(tmp_path, field):
     broken = tmp_path / "broken.parquet"

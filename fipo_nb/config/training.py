@@ -181,7 +181,13 @@ class TrainConfig:
         False, "Also trace Future-KL of the whole step's update (one extra forward of the traced responses).",
         verl=Rule("trace_post_update"))
     eval_data: str | None = setting(
-        None, "Held-out problems (same sources as `data`); None disables evaluation.", verl=Rule("eval_data"))
+        None, "Held-out problems (same sources as `data`); None disables evaluation (unless eval_holdout is set).",
+        verl=Rule("eval_data"))
+    eval_holdout: float = setting(
+        0.0, "Share of `data`'s distinct problems held out for evaluation instead of an eval_data source (at least "
+             "1, at most eval_limit, drawn by seed) and left out of training; 0: none. `fipo-nb train` holds out "
+             "0.1 when --set data replaces a preset's data and eval_data is not set.",
+        at_least=0.0, below=1.0, verl=MappedBy("eval_data"))
     eval_every: int = setting(
         0, "Evaluate after every N-th step (0: only when FIPOTrainer.evaluate() is called).",
         at_least=0, verl=Rule("eval_every"))
@@ -265,6 +271,9 @@ class TrainConfig:
             raise invalid(self, "mini_batch_size", f"divide prompts_per_step ({self.prompts_per_step})")
         if self.overlong_buffer > self.max_response_length:  # the buffer is the tail of the response budget
             raise invalid(self, "overlong_buffer", f"not exceed max_response_length ({self.max_response_length})")
+        if self.eval_holdout and self.eval_data is not None:  # one evaluation set: held-out rows or eval_data
+            raise invalid(self, "eval_holdout", "be 0 when eval_data is set (evaluate on held-out problems of data, "
+                                                "or on eval_data)")
         if self.instruction not in ("dapo", "none") and "{problem}" not in self.instruction:
             raise invalid(self, "instruction", "be 'dapo', 'none' or a template containing {problem}")
         self.fipo.validate()

@@ -17,6 +17,7 @@ import difflib
 import functools
 import json
 import os
+import random
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -118,19 +119,39 @@ def load_problems(
 def config_problems(config, which: str) -> list[Problem]:
     """The problems a run trains (`which="train"`) or evaluates (`"eval"`) on, as its TrainConfig names them.
 
-    train: the first `data_limit` rows of `config.data`. eval: the rows of `config.eval_data` that
-    hold its first `eval_limit` distinct problems, repeats kept (evaluation samples each problem once
-    and counts the repeats as eval/duplicates); a procedural eval source makes `eval_limit` problems.
+    train: the first `data_limit` rows of `config.data`, less those held out (`eval_holdout`). eval: the
+    rows of `config.eval_data` that hold its first `eval_limit` distinct problems, repeats kept (evaluation
+    samples each problem once and counts the repeats as eval/duplicates); a procedural eval source makes
+    `eval_limit` problems; with `eval_holdout`, the held-out problems of `config.data` instead.
     """
     instruction = {"dapo": DAPO_INSTRUCTION, "none": None}.get(config.instruction, config.instruction)
     if which not in ("train", "eval"):
         raise ValueError(f"config_problems: which must be 'train' or 'eval', not {which!r}")
-    field = "data" if which == "train" else "eval_data"
+    holdout = which == "train" or config.eval_data is None  # both read data when problems are held out of it
+    field = "data" if which == "train" or config.eval_holdout else "eval_data"
     try:
-        if which == "train":
-            return load_problems(config.data, limit=config.data_limit, instruction=instruction, seed=config.seed)
-        rows = load_problems(config.eval_data, instruction=instruction, seed=config.seed, size=config.eval_limit)
+        if which == "train" or config.eval_holdout:
+            rows = load_problems(config.data, limit=config.data_limit, instruction=instruction, seed=config.seed)
+        else:
+            rows = load_problems(config.eval_data, instruction=instruction, seed=config.seed, size=config.eval_limit)
     except DataError as exc:
         raise DataError(f"TrainConfig.{field}: {exc}") from exc
+    if config.eval_holdout and holdout:
+        held = held_out(rows, config.eval_holdout, config.eval_limit, config.seed)
+        return [p for p in rows if (problem_key(p) in held) == (which == "eval")]
+    if which == "train":
+        return rows
     keep = {problem_key(p) for p in unique_problems(rows)[: config.eval_limit]}
     return [p for p in rows if problem_key(p) in keep]
+
+
+def held_out(problems: list[Problem], share: float, limit: int | None, seed: int) -> set:
+    """The keys (`problem_key`) of the distinct problems held out for evaluation: `share` of them, at least 1
+    and at most `limit`, drawn by `seed`; at least one problem stays to train on."""
+    distinct = unique_problems(problems)
+    count = min(max(1, round(share * len(distinct))), limit or len(distinct))
+    if count >= len(distinct):
+        raise DataError(f"TrainConfig.eval_holdout: data has {len(distinct)} distinct problem(s), too few to hold "
+                        f"{count} out for evaluation and train on the rest; lower eval_holdout or set eval_data")
+    chosen = random.Random(f"fipo_nb.held_out:{seed}").sample(range(len(distinct)), count)
+    return {problem_key(distinct[i]) for i in chosen}

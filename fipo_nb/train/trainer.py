@@ -80,7 +80,7 @@ class FIPOTrainer:
                              "scale-out path has: `fipo-nb launch verl`")
         self.problems = list(problems) if problems is not None else config_problems(config, "train")
         self.eval_problems = eval_problems  # data first: a bad file fails before a model is loaded
-        if eval_problems is None and config.eval_data is not None:  # eval_limit counts distinct problems
+        if eval_problems is None and (config.eval_data is not None or config.eval_holdout):  # eval_limit: distinct
             self.eval_problems = config_problems(config, "eval")
         torch.manual_seed(config.seed)
         self.policy = policy or load_policy(

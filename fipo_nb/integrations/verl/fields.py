@@ -95,7 +95,7 @@ def _has_repeats(path: Path, field: str) -> bool:
 def _data(x: _Context, name: str):
     """data.train_files / val_files and their sample limits; other sources become verl parquet files under OUT/data."""
     c, which = x.c, "train" if name == "data" else "val"
-    source = c.data if which == "train" else c.eval_data
+    source = c.data if which == "train" or c.eval_holdout else c.eval_data  # held-out problems come from data
     key = "train_files" if which == "train" else "val_files"
     limit = c.data_limit if which == "train" else c.eval_limit
     limit_key = "train_max_samples" if which == "train" else "val_max_samples"
@@ -104,7 +104,8 @@ def _data(x: _Context, name: str):
                 "trainer.val_before_train=false", "trainer.test_freq=-1"]
     path = Path(source)
     repeats = which == "val" and path.suffix == ".parquet" and path.exists() and _has_repeats(path, name)
-    if path.suffix == ".parquet" and (not path.exists() or _is_verl_parquet(path, name)) and not repeats:
+    if path.suffix == ".parquet" and (not path.exists() or _is_verl_parquet(path, name)) and not repeats \
+            and not c.eval_holdout:  # held-out problems split data in two converted files
         target = str(path.resolve()) if path.exists() else source  # not here: a path on the cluster
         if which == "val" and not path.exists() and c.eval_k > 1:
             x.launch.warnings.append(
