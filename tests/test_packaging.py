@@ -111,3 +111,15 @@ def test_console_script_prints_the_default_config():
     assert pyproject()["project"]["scripts"]["fipo-nb"] == "fipo_nb.cli:main"
     out = subprocess.run([sys.executable, "-m", "fipo_nb.cli", "config"], capture_output=True, text=True, check=True)
     assert '"decay_rate": 32.0' in out.stdout and '"loss": "fipo"' in out.stdout
+
+
+def test_one_python_floor_everywhere_and_the_license_it_declares():
+    floor = pyproject()["project"]["requires-python"]
+    assert floor == ">=3.11"  # the version the lock, the CPU torch wheel and CI are built on
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert "python=3.11" in env["dependencies"]
+    assert "Python 3.11" in (ROOT / "README.md").read_text()
+    assert pyproject()["project"]["license"] == {"text": "Apache-2.0"}
+    text = (ROOT / "LICENSE").read_text()
+    assert text.lstrip().startswith("Apache License") and "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text
