@@ -254,16 +254,41 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `fipo-nb` parser: one sub-parser per command, each built by its own function below."""
     parser = argparse.ArgumentParser(prog="fipo-nb", description="FIPO training toolkit")
     parser.add_argument("--version", action="version", version=f"fipo_nb {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    for add_command in (_train_parser, _demo_parser, _compare_parser, _presets_parser, _report_parser,
+                        _launch_parser, _plan_parser, _config_parser):  # the order `fipo-nb --help` lists them in
+        add_command(commands)
+    return parser
 
+
+# options that several commands take, each with that command's help
+
+
+def _add_preset(parser: argparse.ArgumentParser, help_text: str | None = "see `fipo-nb presets`") -> None:
+    parser.add_argument("--preset", required=True, help=help_text)
+
+
+def _add_set(parser: argparse.ArgumentParser, help_text: str | None = None) -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help_text)
+
+
+def _add_cluster(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nodes", type=int, help="nodes (default: 16 for the paper presets, else 1)")
+    parser.add_argument("--gpus-per-node", type=int, help="GPUs per node (default: 8 for the paper presets, else 1)")
+
+
+# one parser per command
+
+
+def _train_parser(commands) -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train from a preset")
-    train.add_argument("--preset", required=True, help="see `fipo-nb presets`")
+    _add_preset(train)
     train.add_argument("--steps", type=int, help="number of steps (default: the preset's)")
     train.add_argument("--out", help="output directory (default: the preset's)")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a setting, e.g. --set lr=1e-5 --set fipo.decay_rate=64 (repeatable)")
+    _add_set(train, "override a setting, e.g. --set lr=1e-5 --set fipo.decay_rate=64 (repeatable)")
     train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     train.add_argument("--report", action="store_true", help="write OUT/report.html at the end")
     train.add_argument("--resume", action="store_true",
@@ -272,60 +297,77 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --resume: if the newest checkpoint is partial or corrupted, use the previous one")
     train.add_argument("--overwrite", action="store_true", help="start over in an OUT that holds checkpoints")
     train.set_defaults(func=_cmd_train)
+    return train
 
+
+def _demo_parser(commands) -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="a few FIPO steps on SmolLM2-135M, offline, then OUT/report.html")
     demo.add_argument("--out", help="output directory (default runs/demo)")
     demo.add_argument("--steps", type=int, help="number of steps (default: the preset's, 5)")
-    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                      help="override a setting, e.g. --set samples_per_prompt=4 (repeatable)")
+    _add_set(demo, "override a setting, e.g. --set samples_per_prompt=4 (repeatable)")
     demo.add_argument("--overwrite", action="store_true", help="replace a run in OUT that is not an earlier demo")
     demo.set_defaults(func=_cmd_demo)
+    return demo
 
+
+def _compare_parser(commands) -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="train each loss from the same start, then OUT/compare.html")
-    compare.add_argument("--preset", required=True, help="see `fipo-nb presets`")
+    _add_preset(compare)
     compare.add_argument("--steps", type=int, help="steps per loss (default: the preset's)")
     compare.add_argument("--out", default="runs/compare", help="output directory: OUT/<loss>/ and OUT/compare.html")
     compare.add_argument("--losses", default="fipo,dapo", help="comma-separated: fipo, dapo, grpo (default fipo,dapo)")
-    compare.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                         help="override a setting for every loss (repeatable)")
+    _add_set(compare, "override a setting for every loss (repeatable)")
     compare.add_argument("--overwrite", action="store_true", help="replace an earlier comparison in OUT")
     compare.set_defaults(func=_cmd_compare)
+    return compare
 
+
+def _presets_parser(commands) -> argparse.ArgumentParser:
     presets = commands.add_parser("presets", help="list the presets")
     presets.set_defaults(func=_cmd_presets)
+    return presets
 
+
+def _report_parser(commands) -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="write a static HTML report of a run")
     report.add_argument("run_dir")
     report.add_argument("--out", help="output file (default RUN_DIR/report.html)")
     report.set_defaults(func=_cmd_report)
+    return report
 
+
+def _launch_parser(commands) -> argparse.ArgumentParser:
     launch = commands.add_parser("launch", help="write a launch of a preset for a distributed engine")
     engines = launch.add_subparsers(dest="engine", required=True)
     verl = engines.add_parser("verl", help="verl 0.9.1 Hydra overrides, launch.sh and the memory plan")
-    verl.add_argument("--preset", required=True, help="see `fipo-nb presets`")
-    verl.add_argument("--nodes", type=int, help="nodes (default: 16 for the paper presets, else 1)")
-    verl.add_argument("--gpus-per-node", type=int, help="GPUs per node (default: 8 for the paper presets, else 1)")
-    verl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig setting")
+    _add_preset(verl)
+    _add_cluster(verl)
+    _add_set(verl, "override a TrainConfig setting")
     verl.add_argument("--verl", action="append", default=[], metavar="KEY=VALUE",
                       help="a raw verl Hydra override, appended last (repeatable)")
     verl.add_argument("--out", help="write OUT/launch.sh, overrides.txt, plan.txt (default: the preset's output_dir)")
     verl.add_argument("--print-overrides", action="store_true", help="print one override per line")
     verl.set_defaults(func=_cmd_launch)
+    return launch
 
+
+def _plan_parser(commands) -> argparse.ArgumentParser:
     plan = commands.add_parser("plan", help="per-GPU memory and step time of a preset on a cluster")
-    plan.add_argument("--preset", required=True)
-    plan.add_argument("--nodes", type=int, help="nodes (default: 16 for the paper presets, else 1)")
-    plan.add_argument("--gpus-per-node", type=int, help="GPUs per node (default: 8 for the paper presets, else 1)")
+    _add_preset(plan, help_text=None)
+    _add_cluster(plan)
     plan.add_argument("--gpu-memory", type=float, default=80.0, metavar="GIB", help="memory of one GPU in GiB")
     plan.add_argument("--engine", choices=["verl", "fipo_nb"], help="default: fipo_nb for single-device presets")
     plan.add_argument("--mean-response", type=int, help="mean response tokens for the step time (default: max / 2)")
-    plan.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_set(plan)
     plan.set_defaults(func=_cmd_plan)
+    return plan
 
+
+def _config_parser(commands) -> argparse.ArgumentParser:
     config = commands.add_parser("config", help="print the default (official FIPO 32B) algorithm config as JSON")
     config.add_argument("--loss", default="fipo", choices=["fipo", "dapo", "grpo"])
     config.set_defaults(func=_cmd_config)
-    return parser
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:

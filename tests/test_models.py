@@ -125,9 +125,10 @@ def test_load_policy_reads_a_local_checkpoint_folder(tmp_path):
 def test_load_policy_forces_dropout_to_zero():
     model, tok = tiny_model("tiny-qwen2")
     model.config.attention_dropout = 0.1
-    with pytest.warns(UserWarning, match="attention_dropout"):
+    with pytest.warns(UserWarning, match="attention_dropout") as record:
         policy = load_policy(model, "full", tokenizer=tok)
     assert policy.model.config.attention_dropout == 0.0
+    assert record[0].filename == __file__  # the warning names load_policy's caller, not fipo_nb's code
 
 
 def test_bad_mode_and_missing_tokenizer_are_reported():
@@ -136,6 +137,12 @@ def test_bad_mode_and_missing_tokenizer_are_reported():
     model, _ = tiny_model("tiny-qwen2")
     with pytest.raises(ValueError, match="tokenizer"):
         load_policy(model, "full")
+
+
+def test_qlora_of_a_model_object_is_refused_as_it_quantises_at_load_time():
+    model, tok = tiny_model("tiny-qwen2-char")
+    with pytest.raises(ValueError, match=r"mode='qlora' needs a name or path \(quantisation happens at load time\)"):
+        load_policy(model, "qlora", tokenizer=tok)
 
 
 def test_a_model_that_is_neither_here_nor_on_the_hub_is_named():

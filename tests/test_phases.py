@@ -274,7 +274,7 @@ def test_token_spans_of_real_token_pieces_match_the_character_segments():
         assert spans[0].start == 0 and spans[-1].end == len(pieces)
         assert all(a.end == b.start for a, b in zip(spans, spans[1:]))
         found = segments(text)
-        starts = fipo_nb.phases.token_starts(pieces)
+        starts = fipo_nb.analysis.phases.token_starts(pieces)
         for span in spans:
             visible = next((i for i in range(span.start, span.end) if pieces[i].strip()), span.start)
             at = starts[visible] + len(pieces[visible]) - len(pieces[visible].lstrip())

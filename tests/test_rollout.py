@@ -171,3 +171,44 @@ def test_an_unknown_backend_is_refused_by_name():
         generate(policy.model, policy.tokenizer, PROMPTS, n=2, max_prompt_length=64, max_new_tokens=4, backend="vllm")
     with pytest.raises(ValueError, match="TrainConfig.rollout_backend must be one of compact, generate"):
         TrainConfig(rollout_backend="vllm").validate()
+
+
+def test_empty_prompts_and_zero_counts_are_refused_before_anything_is_sampled():
+    from fipo_nb.models import char_tokenizer
+
+    tokenizer = char_tokenizer()  # no model is needed: every check comes first
+    with pytest.raises(ValueError, match="generate: no prompts"):
+        generate(None, tokenizer, [], n=2, max_prompt_length=64, max_new_tokens=4)
+    with pytest.raises(ValueError, match="n and max_new_tokens must be >= 1; got 0, 4"):
+        generate(None, tokenizer, ["1 + 2 ="], n=0, max_prompt_length=64, max_new_tokens=4)
+    with pytest.raises(ValueError, match="generate: prompt 1 is empty"):
+        generate(None, tokenizer, ["1 + 2 =", ""], n=2, max_prompt_length=64, max_new_tokens=4)
+
+
+def test_concat_rollouts_repads_each_part_and_keeps_every_rows_tokens():
+    from fipo_nb.rollout import Rollout, concat_rollouts
+
+    def part(prompts, responses, reason):  # rows of token lists: prompts left-padded, responses right-padded with 0
+        p, r = max(map(len, prompts)), max(map(len, responses))
+        return Rollout(
+            prompt_ids=torch.tensor([[0] * (p - len(x)) + x for x in prompts]),
+            prompt_mask=torch.tensor([[False] * (p - len(x)) + [True] * len(x) for x in prompts]),
+            response_ids=torch.tensor([x + [0] * (r - len(x)) for x in responses]),
+            response_mask=torch.tensor([[True] * len(x) + [False] * (r - len(x)) for x in responses]),
+            finish_reasons=[reason] * len(prompts), group_size=2, prompts_truncated=1,
+            prompt_texts=[f"prompt {x}" for x in prompts],
+        )
+
+    a = part([[5, 6], [5, 6]], [[7], [8, 9, 9]], "stop")
+    b = part([[1, 2, 3, 4], [1, 2, 3, 4]], [[3, 3], [4]], "length")
+    joined = concat_rollouts([a, b], pad_id=0)
+    assert joined.prompt_ids.shape == (4, 4) and joined.response_ids.shape == (4, 3)
+    assert joined.prompt_ids[0].tolist() == [0, 0, 5, 6] and joined.prompt_mask[0].tolist() == [False, False, True, True]
+    for row, src in enumerate([(a, 0), (a, 1), (b, 0), (b, 1)]):
+        part_of, i = src
+        assert torch.equal(joined.response_ids[row][joined.response_mask[row]],
+                           part_of.response_ids[i][part_of.response_mask[i]])
+        assert torch.equal(joined.prompt_ids[row][joined.prompt_mask[row]], part_of.prompt_ids[i][part_of.prompt_mask[i]])
+    assert joined.finish_reasons == ["stop", "stop", "length", "length"] and joined.prompts_truncated == 2
+    assert joined.prompt_texts == a.prompt_texts + b.prompt_texts and joined.group_size == 2
+    assert concat_rollouts([a], pad_id=0) is a  # one part is returned as it is

@@ -168,20 +168,6 @@ def _working(text: str) -> int:
     return len(WORKING.findall(text))
 
 
-def _units(text: str) -> list[tuple[int, int]]:
-    """Sentences and lines, each with the blanks after it, covering the text in order."""
-    units, start = [], 0
-    for m in _UNIT_BREAK.finditer(text):
-        if m.end() > start and m.start() > start:
-            units.append((start, m.end()))
-            start = m.end()
-    if start < len(text):
-        units.append((start, len(text)))
-    elif units:  # a break at the very end: already in the last unit
-        pass
-    return units
-
-
 def _clause_start(text: str, unit_start: int, at: int) -> int:
     """Where a cue's clause starts: the sentence start when a few words without numbers stand
     before the cue ("But now, let me also solve it another way"), else the cue itself."""
@@ -189,52 +175,86 @@ def _clause_start(text: str, unit_start: int, at: int) -> int:
     return unit_start if _LEAD_IN.fullmatch(prefix) and len(prefix.split()) <= 8 else at
 
 
-def _analyse(text: str) -> _Analysis:
-    n = len(text)
-    units = _units(text)
-    starts = [u[0] for u in units]
+@dataclass(frozen=True)
+class _Units:
+    """Sentences and lines, each with the blanks after it, covering the text in order; and which
+    one holds a character."""
 
-    def unit_of(position: int) -> tuple[int, int]:
-        return units[max(bisect.bisect_right(starts, position) - 1, 0)]
+    spans: list[tuple[int, int]]
+    starts: list[int]
 
-    answers = []  # one per sentence: "So the answer is \boxed{12}" states one answer
+    @classmethod
+    def of(cls, text: str) -> "_Units":
+        spans, start = [], 0
+        for m in _UNIT_BREAK.finditer(text):
+            if m.end() > start and m.start() > start:
+                spans.append((start, m.end()))
+                start = m.end()
+        if start < len(text):  # else a break at the very end: already in the last unit
+            spans.append((start, len(text)))
+        return cls(spans, [s for s, _ in spans])
+
+    def holding(self, position: int) -> tuple[int, int]:
+        return self.spans[max(bisect.bisect_right(self.starts, position) - 1, 0)]
+
+
+def _stated_answers(text: str, units: _Units) -> list[re.Match]:
+    """One answer per sentence: "So the answer is \\boxed{12}" states one answer."""
+    answers = []
     for m in ANSWER.finditer(text):
-        if not answers or unit_of(m.start()) != unit_of(answers[-1].start()):
+        if not answers or units.holding(m.start()) != units.holding(answers[-1].start()):
             answers.append(m)
-    results = list(RESULT.finditer(text))
-    computed = list(COMPUTED.finditer(text))
-    ends = [m.end() for m in (*results, *computed)] + [m.start() for m in answers]
-    first_result = min(ends) if ends else None
+    return answers
 
-    kinds = bytearray(n)  # one kind code per character, painted in order of precedence
+
+def _first_result_end(results: list[re.Match], computed: list[re.Match], answers: list[re.Match]) -> int | None:
+    """Where the first result ends: a stated result, a computed value, or the start of a stated answer."""
+    ends = [m.end() for m in (*results, *computed)] + [m.start() for m in answers]
+    return min(ends) if ends else None
+
+
+def _paint(kinds: bytearray, start: int, end: int, kind: str) -> None:
+    kinds[start:end] = bytes([_CODE[kind]]) * (end - start)
+
+
+def _paint_planning_and_working(kinds: bytearray, text: str, units: _Units) -> None:
+    """Each sentence is working when it computes or states a result, else planning when no work came
+    before it or it reads as a plan, else working (the prose of a derivation)."""
     seen_work = False
-    for start, end in units:  # planning or working
+    for start, end in units.spans:
         piece = text[start:end]
         work = bool(WORKING.search(piece) or COMPUTED.search(piece) or RESULT.search(piece))
         seen_work |= work
         planning = not work and (not seen_work or bool(PLANNING.search(piece)))
-        kinds[start:end] = bytes([_CODE["planning" if planning else "working"]]) * (end - start)
-    concluding = {unit_of(m.start()): m for m in results}  # the last result stated in each sentence
-    for (unit_start, unit_end), m in concluding.items():  # runs from its clause to the end of the sentence
-        begin = _clause_start(text, unit_start, m.start())
-        kinds[begin:unit_end] = bytes([_CODE["result"]]) * (unit_end - begin)
+        _paint(kinds, start, end, "planning" if planning else "working")
 
-    # verification passes: a cue after the first result opens one, which runs to the next cue,
-    # answer or new work; cues with nothing but words between them are one move ("Wait, let me check")
-    answer_units = sorted({unit_of(m.start())[0] for m in answers})
+
+def _paint_results(kinds: bytearray, text: str, units: _Units, results: list[re.Match]) -> None:
+    """The last result stated in each sentence runs from its clause to the end of the sentence."""
+    concluding = {units.holding(m.start()): m for m in results}
+    for (unit_start, unit_end), m in concluding.items():
+        _paint(kinds, _clause_start(text, unit_start, m.start()), unit_end, "result")
+
+
+def _verification_passes(text: str, units: _Units, answers: list[re.Match],
+                         first_result: int | None) -> list[tuple[int, int, int]]:
+    """(start, cue end, end) of each verification pass: a cue after the first result opens one, which
+    runs to the next cue, answer or new work; cues with nothing but words between them are one move
+    ("Wait, let me check")."""
+    answer_units = sorted({units.holding(m.start())[0] for m in answers})
     cues = [m for m in VERIFY.finditer(text) if first_result is not None and m.start() >= first_result]
     opened: list[list[int]] = []  # [start, cue end]
     for m in cues:
-        unit_start, _ = unit_of(m.start())
+        unit_start, _ = units.holding(m.start())
         begin = _clause_start(text, unit_start, m.start())
         if opened and not re.search(r"\d", text[opened[-1][1]:begin]):
             opened[-1][1] = max(opened[-1][1], m.end())  # the same move, said twice
             continue
         opened.append([begin, m.end()])
-    new_work = [start for start, _ in units if NEW_WORK.match(text, start)]
+    new_work = [start for start, _ in units.spans if NEW_WORK.match(text, start)]
     passes = []
     for i, (begin, cue_end) in enumerate(opened):
-        stop = opened[i + 1][0] if i + 1 < len(opened) else n
+        stop = opened[i + 1][0] if i + 1 < len(opened) else len(text)
         later = bisect.bisect_right(answer_units, begin)
         if later < len(answer_units):
             stop = min(stop, answer_units[later])
@@ -242,18 +262,23 @@ def _analyse(text: str) -> _Analysis:
         if turn < len(new_work):
             stop = min(stop, new_work[turn])
         passes.append((begin, cue_end, stop))
-        kinds[begin:stop] = bytes([_CODE["verification"]]) * (stop - begin)
-    pass_starts = [begin for begin, _, _ in passes]
-    for m in ANSWER.finditer(text):  # a stated answer runs to the end of its line or sentence, or to a cue after it
-        unit_start, unit_end = unit_of(m.start())
-        begin = _clause_start(text, unit_start, m.start())
+    return passes
+
+
+def _paint_answers(kinds: bytearray, text: str, units: _Units, pass_starts: list[int]) -> None:
+    """A stated answer runs to the end of its line or sentence, or to a verification pass after it."""
+    for m in ANSWER.finditer(text):
+        unit_start, unit_end = units.holding(m.start())
         following = bisect.bisect_right(pass_starts, m.start())
         if following < len(pass_starts):
             unit_end = min(unit_end, pass_starts[following])
-        kinds[begin:unit_end] = bytes([_CODE["answer"]]) * (unit_end - begin)
+        _paint(kinds, _clause_start(text, unit_start, m.start()), unit_end, "answer")
 
-    # runs of one kind; a run of verification is cut at each pass start (passes can be adjacent), and
-    # each piece knows where its cue ends (at its start: the rest of a pass after an answer inside it)
+
+def _segments_of(kinds: bytearray, passes: list[tuple[int, int, int]]) -> list[Segment]:
+    """Runs of one kind; a run of verification is cut at each pass start (passes can be adjacent), and
+    each piece knows where its cue ends (at its start: the rest of a pass after an answer inside it)."""
+    pass_starts = [begin for begin, _, _ in passes]
     cue_ends = {begin: cue_end for begin, cue_end, _ in passes}
     found = []
     for run in re.finditer(rb"(.)\1*", bytes(kinds), re.DOTALL):
@@ -264,7 +289,26 @@ def _analyse(text: str) -> _Analysis:
         inner = pass_starts[bisect.bisect_right(pass_starts, run.start()):bisect.bisect_left(pass_starts, run.end())]
         bounds = [run.start(), *inner, run.end()]
         found.extend(Segment(a, b, kind, cue_ends.get(a, a)) for a, b in zip(bounds, bounds[1:]))
-    return _Analysis(found, answers, first_result, len(results) + len(computed), passes)
+    return found
+
+
+def _analyse(text: str) -> _Analysis:
+    """Every character gets one kind, painted in order of precedence (planning or working, then
+    results, verification passes, answers); the runs of one kind are the segments."""
+    units = _Units.of(text)
+    answers = _stated_answers(text, units)
+    results = list(RESULT.finditer(text))
+    computed = list(COMPUTED.finditer(text))
+    first_result = _first_result_end(results, computed, answers)
+    passes = _verification_passes(text, units, answers, first_result)
+
+    kinds = bytearray(len(text))  # one kind code per character
+    _paint_planning_and_working(kinds, text, units)
+    _paint_results(kinds, text, units, results)
+    for begin, _, stop in passes:
+        _paint(kinds, begin, stop, "verification")
+    _paint_answers(kinds, text, units, [begin for begin, _, _ in passes])
+    return _Analysis(_segments_of(kinds, passes), answers, first_result, len(results) + len(computed), passes)
 
 
 def segments(text: str) -> list[Segment]:

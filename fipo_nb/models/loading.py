@@ -129,66 +129,93 @@ def load_policy(
     """
     if mode not in MODES:
         raise ValueError(f"load_policy: mode must be one of {', '.join(MODES)}; got {mode!r}")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     name = model if isinstance(model, str) else type(model).__name__
-    quantization = None
-    if mode == "qlora":
-        from transformers import BitsAndBytesConfig
-
-        quantization = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype,
-        )
-    if isinstance(model, str):
-        if model in TINY_MODELS and quantization is None:
-            model, tokenizer = tiny_model(model, seed)
-        else:
-            if model == SMOLLM2:
-                source = str(smollm2_checkpoint())
-            elif model in TINY_MODELS:
-                source = str(tiny_checkpoint(model, seed))
-            else:
-                source = model  # a hub id or a local folder
-            kwargs = {"dtype": dtype}
-            if quantization is not None:
-                kwargs["quantization_config"] = quantization
-                kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else None
-            try:
-                tokenizer = tokenizer or AutoTokenizer.from_pretrained(source)
-                model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-            except OSError as exc:  # not a folder here, and the hub unreachable or without that id
-                raise ModelLoadError(
-                    f"model {source!r} cannot be loaded: it is not a model folder here, and the Hugging Face hub "
-                    f"did not give it ({str(exc).splitlines()[0]}); download it where there is network and pass "
-                    "model=/path/to/folder"
-                ) from exc
-    elif tokenizer is None:
-        raise ValueError("load_policy: pass `tokenizer` along with a model object")
-    elif quantization is not None:
-        raise ValueError("load_policy: mode='qlora' needs a name or path (quantisation happens at load time)")
+    quantization = _quantization_config(mode, dtype)
+    model, tokenizer = _model_and_tokenizer(model, tokenizer, quantization, dtype=dtype, device=device, seed=seed)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    switch_off_dropout(model)
+    switch_off_dropout(model)  # called from here: its warning names load_policy's caller (stacklevel 3)
     if quantization is None:
         model.to(device=device, dtype=dtype)
     if gradient_checkpointing:
         set_activation_checkpointing(model, True)
-    if mode in ("lora", "qlora"):
-        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
-        if mode == "qlora":  # fp32 norms, input grads; checkpointing was set above, non-reentrant
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-        lora = LoraConfig(
-            r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=target_modules, task_type="CAUSAL_LM"
-        )
-        with warnings.catch_warnings():  # peft asks transformers 5 for a renamed property: not ours to fix
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-            model = get_peft_model(model, lora)
-    else:
-        for param in model.parameters():
-            param.requires_grad_(True)
+    model = _trainable_model(model, mode, lora_r=lora_r, lora_alpha=lora_alpha, target_modules=target_modules)
     model.train()
     return Policy(model=model, tokenizer=tokenizer, name=name, mode=mode)
+
+
+def _quantization_config(mode: str, dtype: torch.dtype):
+    """The 4-bit NF4 load config (double quantisation, compute in `dtype`) for mode "qlora", else None."""
+    if mode != "qlora":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype,
+    )
+
+
+def _checkpoint_source(name: str, seed: int = 0) -> str:
+    """Where from_pretrained reads a named model: the offline models' folders, else the name itself
+    (a hub id or a local folder)."""
+    if name == SMOLLM2:
+        return str(smollm2_checkpoint())
+    if name in TINY_MODELS:
+        return str(tiny_checkpoint(name, seed))
+    return name
+
+
+def _model_and_tokenizer(model, tokenizer, quantization, *, dtype: torch.dtype, device: torch.device, seed: int):
+    """(model, tokenizer) for a name, a folder or a model object; a tiny model is built in memory
+    unless it is to be quantised, which happens only when loading from a folder."""
+    if not isinstance(model, str):
+        if tokenizer is None:
+            raise ValueError("load_policy: pass `tokenizer` along with a model object")
+        if quantization is not None:
+            raise ValueError("load_policy: mode='qlora' needs a name or path (quantisation happens at load time)")
+        return model, tokenizer
+    if model in TINY_MODELS and quantization is None:
+        return tiny_model(model, seed)
+    return _from_pretrained(_checkpoint_source(model, seed), tokenizer, quantization, dtype=dtype, device=device)
+
+
+def _from_pretrained(source: str, tokenizer, quantization, *, dtype: torch.dtype, device: torch.device):
+    """(model, tokenizer) read by transformers from a folder or the hub; ModelLoadError says what to
+    do when neither has it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = {"dtype": dtype}
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+        kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else None
+    try:
+        tokenizer = tokenizer or AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except OSError as exc:  # not a folder here, and the hub unreachable or without that id
+        raise ModelLoadError(
+            f"model {source!r} cannot be loaded: it is not a model folder here, and the Hugging Face hub "
+            f"did not give it ({str(exc).splitlines()[0]}); download it where there is network and pass "
+            "model=/path/to/folder"
+        ) from exc
+    return model, tokenizer
+
+
+def _trainable_model(model, mode: str, *, lora_r: int, lora_alpha: int, target_modules):
+    """The model with what trains switched on: every weight ("full"), or LoRA adapters on
+    `target_modules` ("lora", "qlora"; peft freezes the base)."""
+    if mode not in ("lora", "qlora"):
+        for param in model.parameters():
+            param.requires_grad_(True)
+        return model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if mode == "qlora":  # fp32 norms, input grads; checkpointing was set by load_policy, non-reentrant
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    lora = LoraConfig(
+        r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=target_modules, task_type="CAUSAL_LM"
+    )
+    with warnings.catch_warnings():  # peft asks transformers 5 for a renamed property: not ours to fix
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, lora)

@@ -26,6 +26,7 @@ rows leave the batch; benchmarks/rollout.py checks equal samples on SmolLM2-135M
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 
 import torch
 
@@ -81,12 +82,61 @@ def decode_chunk(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, con
     rows = prompt_ids.shape[0]
     keep = max(int(prompt_mask.sum(dim=1).max()), 1)  # the chunk's longest prompt: no all-padding columns
     ids, mask = prompt_ids[:, -keep:], prompt_mask[:, -keep:].long()  # [n, p]
-    firsts, owner = _distinct_rows(ids.cpu(), mask.cpu())
     processors = sampling_processors(config)
-    max_new = config.max_new_tokens
     stops = torch.tensor(stop_ids, device=device)
+    logits, writing = _prefill(model, ids, mask)  # [n, V]
+    probs_all = _finished_at_pad(rows, logits.shape[-1], pad_id, device) if config.do_sample else None  # [n, V]
+    responses = torch.full((rows, config.max_new_tokens), pad_id, dtype=torch.long, device=device)  # [n, max_new]
+    steps = 0
+    while True:
+        tokens = _next_tokens(processors(None, logits), writing.rows, probs_all)  # [a]; warpers never read input_ids
+        responses[writing.rows, steps] = tokens
+        steps += 1
+        going = ~torch.isin(tokens, stops)  # [a]
+        left = int(going.sum())  # one wait for the device per token
+        if steps >= config.max_new_tokens or left == 0:
+            break
+        if left < going.numel():  # finished rows leave the batch
+            if probs_all is not None:
+                probs_all[writing.rows[~going]] = 0.0
+                probs_all[writing.rows[~going], pad_id] = 1.0  # generate() gives them pad from now on
+            index = torch.nonzero(going).flatten()  # [a']
+            writing.keep(index)
+            tokens = tokens[index]
+        logits = writing.next_logits(model, tokens)  # [a, V]
+    return responses[:, :steps]
 
-    # prefill: each distinct prompt once, positions as generate() counts them (pads at 0)
+
+@dataclass
+class _Writing:
+    """The rows still writing, in KV-cache order, and what their next forward pass needs."""
+
+    rows: torch.Tensor  # [a] chunk rows
+    attention: torch.Tensor  # [a, p + t]
+    position: torch.Tensor  # [a] position of each row's last token
+    cache: object
+    cache_key: str  # the name the model returned its KV cache by
+
+    def keep(self, index: torch.Tensor) -> None:
+        """Only the rows `index` ([a']) go on: the others leave the KV cache and the batch."""
+        self.cache.batch_select_indices(index)
+        self.rows, self.attention, self.position = self.rows[index], self.attention[index], self.position[index]
+
+    def next_logits(self, model, tokens: torch.Tensor) -> torch.Tensor:
+        """Each row's next-token logits ([a, V], fp32) after `tokens` ([a]), the KV cache extended by them."""
+        self.attention = torch.cat([self.attention, self.attention.new_ones(self.attention.shape[0], 1)], dim=1)
+        self.position = self.position + 1
+        out = model(input_ids=tokens[:, None], attention_mask=self.attention, position_ids=self.position[:, None],
+                    use_cache=True, return_dict=True, **{self.cache_key: self.cache})
+        return out.logits[:, -1].float()  # [a, V]
+
+
+def _prefill(model, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, _Writing]:
+    """Each row's first next-token logits ([n, V], fp32) and every row writing, from one forward pass
+    over each distinct prompt, with positions as generate() counts them (pads at 0); each prompt's
+    KV cache is copied to its rows."""
+    device = ids.device
+    firsts, owner = _distinct_rows(ids.cpu(), mask.cpu())
     first = torch.tensor(firsts, device=device)
     unique_mask = mask[first]  # [u, p]
     positions = (unique_mask.cumsum(-1) - 1).masked_fill(unique_mask == 0, 0)  # [u, p]
@@ -98,45 +148,26 @@ def decode_chunk(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, con
     cache_key = "cache" if "cache" in out else "past_key_values"
     cache = out[cache_key]
     owner = owner.to(device)
-    if len(firsts) < rows:
+    if len(firsts) < ids.shape[0]:
         cache.batch_select_indices(owner)  # copy each prompt's KV cache to its rows
     logits = out.logits[:, -1].float()[owner]  # [n, V]
-    del out
+    rows = torch.arange(ids.shape[0], device=device)
+    return logits, _Writing(rows, mask, positions[owner, -1], cache, cache_key)
 
-    active = torch.arange(rows, device=device)  # [a] chunk rows still writing, in cache order
-    attention = mask  # [a, p + t]
-    position = positions[owner, -1]  # [a] position of each active row's last token
-    responses = torch.full((rows, max_new), pad_id, dtype=torch.long, device=device)  # [n, max_new]
-    probs_all = None  # [n, V] what torch.multinomial sees: finished rows one-hot at pad
-    steps = 0
-    while True:
-        scores = processors(None, logits)  # [a, V]; these warpers act per row and never read input_ids
-        if config.do_sample:
-            if probs_all is None:
-                probs_all = torch.zeros(rows, scores.shape[-1], device=device)
-                probs_all[:, pad_id] = 1.0
-            probs = torch.softmax(scores, dim=-1)  # [a, V]
-            probs_all.index_copy_(0, active, probs)
-            tokens = torch.multinomial(probs_all, num_samples=1).squeeze(1)[active]  # [a], generate()'s random numbers
-        else:
-            tokens = scores.argmax(dim=-1)  # [a]
-        responses[active, steps] = tokens
-        steps += 1
-        going = ~torch.isin(tokens, stops)  # [a]
-        left = int(going.sum())  # one wait for the device per token
-        if steps >= max_new or left == 0:
-            break
-        if left < going.numel():  # finished rows leave the batch
-            if probs_all is not None:
-                probs_all[active[~going]] = 0.0
-                probs_all[active[~going], pad_id] = 1.0  # generate() gives them pad from now on
-            index = torch.nonzero(going).flatten()  # [a']
-            cache.batch_select_indices(index)
-            active, tokens, attention, position = active[index], tokens[index], attention[index], position[index]
-        attention = torch.cat([attention, attention.new_ones(attention.shape[0], 1)], dim=1)  # [a, p + t + 1]
-        position = position + 1
-        out = model(input_ids=tokens[:, None], attention_mask=attention, position_ids=position[:, None],
-                    use_cache=True, return_dict=True, **{cache_key: cache})
-        logits = out.logits[:, -1].float()  # [a, V]
-        del out
-    return responses[:, :steps]
+
+def _finished_at_pad(rows: int, vocab: int, pad_id: int, device) -> torch.Tensor:
+    """What torch.multinomial sees for rows that are not writing: one-hot at pad ([rows, vocab])."""
+    probs_all = torch.zeros(rows, vocab, device=device)
+    probs_all[:, pad_id] = 1.0
+    return probs_all
+
+
+def _next_tokens(scores: torch.Tensor, rows: torch.Tensor, probs_all: torch.Tensor | None) -> torch.Tensor:
+    """The writing rows' next tokens ([a]): greedy when `probs_all` is None, else one torch.multinomial over
+    all the chunk's rows (`probs_all`, [n, V], the writing rows' probabilities copied in), so that each row
+    gets the random numbers generate() gives it."""
+    if probs_all is None:
+        return scores.argmax(dim=-1)  # [a]
+    probs = torch.softmax(scores, dim=-1)  # [a, V]
+    probs_all.index_copy_(0, rows, probs)
+    return torch.multinomial(probs_all, num_samples=1).squeeze(1)[rows]  # [a]

@@ -3,103 +3,22 @@
 Two backends sample the same tokens for a seed: fipo_nb's decode loop ("compact", compact.py:
 finished rows leave the batch, each prompt is prefilled once) and transformers' `generate`.
 Prompts are chat-formatted, truncated on the left to `max_prompt_length` (as the official
-DAPO/FIPO recipe does, counted and reported), and left-padded; responses are right-padded and masked up to and including their end-of-sequence
-token. The model stays in train() mode (see models.py); gradient checkpointing, which would
-switch the KV cache off, is paused while sampling.
+DAPO/FIPO recipe does, counted and reported), and left-padded; responses are right-padded and
+masked up to and including their end-of-sequence token. The model stays in train() mode (see
+models/loading.py); gradient checkpointing, which would switch the KV cache off, is paused while
+sampling (sampling.py).
 """
 
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass, field, fields
-
 import torch
 
 from ..config import ROLLOUT_BACKENDS
-from ..models import is_activation_checkpointing, set_activation_checkpointing
 from .compact import decode_chunk
+from .records import Rollout
+from .sampling import model_defaults_off, sampling_config, sampling_mode
 
 BACKENDS = ROLLOUT_BACKENDS
-
-
-@dataclass
-class Rollout:
-    """One rollout of N = prompts x G samples, grouped: rows g*G .. g*G+G-1 share prompt g."""
-
-    prompt_ids: torch.Tensor  # [N, P] left-padded
-    prompt_mask: torch.Tensor  # [N, P] bool
-    response_ids: torch.Tensor  # [N, R] right-padded
-    response_mask: torch.Tensor  # [N, R] bool, up to and including the end-of-sequence token
-    finish_reasons: list[str]  # per row: "stop" (ended itself) or "length" (hit max_new_tokens)
-    group_size: int  # G
-    prompts_truncated: int = 0  # prompts (not rows) cut on the left to fit max_prompt_length
-    prompt_texts: list[str] = field(default_factory=list)  # per row: the chat-formatted prompt, before truncation
-
-    def __len__(self) -> int:
-        return self.response_ids.shape[0]
-
-    @property
-    def prompt_length(self) -> int:
-        return self.prompt_ids.shape[1]
-
-    @property
-    def response_lengths(self) -> torch.Tensor:
-        return self.response_mask.sum(dim=1)  # [N]
-
-    def select(self, rows) -> "Rollout":
-        """The rows `rows` (a list or range), trimmed to their own longest prompt and response."""
-        rows = list(rows)
-        index = torch.tensor(rows, dtype=torch.long)
-        prompt_mask = self.prompt_mask[index]  # [n, P]
-        response_mask = self.response_mask[index]  # [n, R]
-        p_keep = max(int(prompt_mask.sum(dim=1).max()), 1)
-        r_keep = max(int(response_mask.sum(dim=1).max()), 1)
-        return Rollout(
-            prompt_ids=self.prompt_ids[index, -p_keep:],
-            prompt_mask=prompt_mask[:, -p_keep:],
-            response_ids=self.response_ids[index, :r_keep],
-            response_mask=response_mask[:, :r_keep],
-            finish_reasons=[self.finish_reasons[i] for i in rows],
-            group_size=self.group_size,
-            prompts_truncated=0,
-            prompt_texts=[self.prompt_texts[i] for i in rows] if self.prompt_texts else [],
-        )
-
-    def input_ids(self) -> torch.Tensor:
-        return torch.cat([self.prompt_ids, self.response_ids], dim=1)  # [N, P + R]
-
-    def attention_mask(self) -> torch.Tensor:
-        return torch.cat([self.prompt_mask, self.response_mask], dim=1).long()  # [N, P + R]
-
-    def to(self, device) -> "Rollout":
-        moved = {f.name: getattr(self, f.name) for f in fields(self)}
-        for key, value in moved.items():
-            if isinstance(value, torch.Tensor):
-                moved[key] = value.to(device)
-        return Rollout(**moved)
-
-
-def concat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
-    """Rows of several rollouts in one (prompts re-padded on the left, responses on the right)."""
-    if len(parts) == 1:
-        return parts[0]
-    prompt_width = max(p.prompt_length for p in parts)
-    response_width = max(p.response_ids.shape[1] for p in parts)
-
-    def pad(tensor, width, value, left):
-        extra = width - tensor.shape[1]
-        return torch.nn.functional.pad(tensor, (extra, 0) if left else (0, extra), value=value)
-
-    return Rollout(
-        prompt_ids=torch.cat([pad(p.prompt_ids, prompt_width, pad_id, True) for p in parts]),
-        prompt_mask=torch.cat([pad(p.prompt_mask, prompt_width, False, True) for p in parts]),
-        response_ids=torch.cat([pad(p.response_ids, response_width, pad_id, False) for p in parts]),
-        response_mask=torch.cat([pad(p.response_mask, response_width, False, False) for p in parts]),
-        finish_reasons=[r for p in parts for r in p.finish_reasons],
-        group_size=parts[0].group_size,
-        prompts_truncated=sum(p.prompts_truncated for p in parts),
-        prompt_texts=[t for p in parts for t in p.prompt_texts],
-    )
 
 
 def format_prompt(tokenizer, prompt) -> str:
@@ -142,67 +61,6 @@ def eos_token_ids(model, tokenizer) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
-# Every logits processor generate() knows, at its neutral value. transformers fills each field a
-# GenerationConfig leaves unset (or at the library default) from the model's own generation_config
-# (Qwen2.5-Instruct ships repetition_penalty=1.05, top_k=20, top_p=0.8): sampling would then come from
-# a distribution that the log-prob pass never scores, an uncorrected off-policy bias.
-NEUTRAL_SAMPLING = dict(
-    repetition_penalty=1.0, encoder_repetition_penalty=1.0, no_repeat_ngram_size=0,
-    encoder_no_repeat_ngram_size=0, min_length=0, min_new_tokens=None, bad_words_ids=None, suppress_tokens=None,
-    begin_suppress_tokens=None, sequence_bias=None, forced_bos_token_id=None, forced_eos_token_id=None,
-    typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0, min_p=None, top_h=None, exponential_decay_length_penalty=None,
-    renormalize_logits=False, guidance_scale=None, watermarking_config=None, num_beams=1, num_beam_groups=1,
-    num_return_sequences=1, penalty_alpha=None, dola_layers=None, prompt_lookup_num_tokens=None,
-    output_scores=False, output_logits=False, return_dict_in_generate=False,
-)
-
-
-def sampling_config(*, temperature: float, top_p: float, top_k: int, max_new_tokens: int, stop_ids: list[int],
-                    pad_id: int):
-    """A GenerationConfig that says everything: only these settings shape the sampled distribution."""
-    from transformers import GenerationConfig
-
-    known = GenerationConfig().to_dict()  # fields of this transformers version (some above are newer or older)
-    neutral = {key: value for key, value in NEUTRAL_SAMPLING.items() if key in known}
-    return GenerationConfig(
-        **neutral, do_sample=temperature > 0, temperature=temperature if temperature > 0 else 1.0,
-        top_p=top_p if temperature > 0 else 1.0, top_k=top_k if temperature > 0 else 0,
-        max_new_tokens=max_new_tokens, eos_token_id=stop_ids, pad_token_id=pad_id, use_cache=True,
-    )
-
-
-@contextlib.contextmanager
-def model_defaults_off(model):
-    """Swap each wrapped transformers model's own generation_config for the library's defaults
-    while sampling, so that nothing of it (repetition penalty, top_k, suppressed words, ...) can
-    be merged into the config generate() is given; restored afterwards."""
-    from transformers import GenerationConfig
-
-    swapped = [m for m in model.modules() if isinstance(m.__dict__.get("generation_config"), GenerationConfig)]
-    saved = [m.generation_config for m in swapped]
-    for module in swapped:
-        module.generation_config = GenerationConfig()
-    try:
-        yield
-    finally:
-        for module, config in zip(swapped, saved):
-            module.generation_config = config
-
-
-@contextlib.contextmanager
-def sampling_mode(model):
-    """No grad, and gradient checkpointing paused (it turns the KV cache off in train mode)."""
-    checkpointing = is_activation_checkpointing(model)
-    if checkpointing:
-        set_activation_checkpointing(model, False)
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        if checkpointing:
-            set_activation_checkpointing(model, True)
-
-
 def _left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
@@ -241,12 +99,7 @@ def generate(
     temperature. top_p < 1 or top_k > 0 sample from a truncated distribution that the loss does
     not model (as in verl, whose validation uses top_p 0.7; its training samples at top_p 1).
     """
-    if not prompts:
-        raise ValueError("generate: no prompts")
-    if max_new_tokens < 1 or n < 1:
-        raise ValueError(f"generate: n and max_new_tokens must be >= 1; got {n}, {max_new_tokens}")
-    if backend not in BACKENDS:
-        raise ValueError(f"generate: backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    _check_arguments(prompts, n=n, max_new_tokens=max_new_tokens, backend=backend)
     encoded, truncated, texts = encode_prompts(tokenizer, prompts, max_prompt_length)
     if any(not ids for ids in encoded):
         raise ValueError(f"generate: prompt {next(i for i, ids in enumerate(encoded) if not ids)} is empty")
@@ -255,19 +108,49 @@ def generate(
     prompt_ids, prompt_mask = _left_pad([ids for ids in encoded for _ in range(n)], pad_id)  # [N, P]
     sampling = sampling_config(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
                                stop_ids=stop_ids, pad_id=pad_id)
+    with sampling_mode(model), model_defaults_off(model):
+        pieces = _sampled_chunks(model, prompt_ids, prompt_mask, sampling, backend=backend, batch_size=batch_size,
+                                 stop_ids=stop_ids, pad_id=pad_id)
+    response_ids, generated = _joined(pieces, pad_id)  # [N, R], [N]
+    response_ids, response_mask, stopped = _cut_at_stop(response_ids, generated, stop_ids, pad_id)
+    return Rollout(
+        prompt_ids=prompt_ids, prompt_mask=prompt_mask, response_ids=response_ids, response_mask=response_mask,
+        finish_reasons=["stop" if s else "length" for s in stopped.tolist()], group_size=n,
+        prompts_truncated=truncated, prompt_texts=[t for t in texts for _ in range(n)],
+    )
+
+
+def _check_arguments(prompts, *, n: int, max_new_tokens: int, backend: str) -> None:
+    if not prompts:
+        raise ValueError("generate: no prompts")
+    if max_new_tokens < 1 or n < 1:
+        raise ValueError(f"generate: n and max_new_tokens must be >= 1; got {n}, {max_new_tokens}")
+    if backend not in BACKENDS:
+        raise ValueError(f"generate: backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+
+
+def _sampled_chunks(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, sampling, *, backend: str,
+                    batch_size: int | None, stop_ids: list[int], pad_id: int) -> list[torch.Tensor]:
+    """Each chunk of `batch_size` rows sampled by `backend`: its response columns, on the CPU ([n, R_chunk])."""
     device = next(model.parameters()).device
     rows = prompt_ids.shape[0]
     step = batch_size or rows
     pieces = []
-    with sampling_mode(model), model_defaults_off(model):
-        for start in range(0, rows, step):
-            part = slice(start, start + step)
-            ids, mask = prompt_ids[part].to(device), prompt_mask[part].to(device)  # [n, P]
-            if backend == "compact":
-                pieces.append(decode_chunk(model, ids, mask, sampling, stop_ids=stop_ids, pad_id=pad_id).cpu())
-            else:
-                out = model.generate(input_ids=ids, attention_mask=mask.long(), generation_config=sampling)
-                pieces.append(out[:, prompt_ids.shape[1]:].cpu())  # [n, R_part]
+    for start in range(0, rows, step):
+        part = slice(start, start + step)
+        ids, mask = prompt_ids[part].to(device), prompt_mask[part].to(device)  # [n, P]
+        if backend == "compact":
+            pieces.append(decode_chunk(model, ids, mask, sampling, stop_ids=stop_ids, pad_id=pad_id).cpu())
+        else:
+            out = model.generate(input_ids=ids, attention_mask=mask.long(), generation_config=sampling)
+            pieces.append(out[:, prompt_ids.shape[1]:].cpu())  # [n, R_part]
+    return pieces
+
+
+def _joined(pieces: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chunks' responses in one [N, R] tensor, right-padded to the longest chunk, and how many
+    tokens each row's chunk produced ([N]: its own width, which the padding between chunks is not)."""
+    rows = sum(p.shape[0] for p in pieces)
     width = max(p.shape[1] for p in pieces)
     response_ids = torch.full((rows, width), pad_id, dtype=torch.long)  # [N, R]
     generated = torch.zeros(rows, dtype=torch.long)  # [N] tokens each row's generate call produced
@@ -276,14 +159,18 @@ def generate(
         response_ids[offset:offset + piece.shape[0], : piece.shape[1]] = piece
         generated[offset:offset + piece.shape[0]] = piece.shape[1]
         offset += piece.shape[0]
+    return response_ids, generated
+
+
+def _cut_at_stop(response_ids: torch.Tensor, generated: torch.Tensor, stop_ids: list[int],
+                 pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each row up to and including its first stop token (or all it produced): the ids padded after
+    it ([N, R]), the mask ([N, R] bool) and whether the row stopped itself ([N] bool)."""
+    width = response_ids.shape[1]
     produced = torch.arange(width)[None, :] < generated[:, None]  # [N, R] not padding between pieces
     is_stop = torch.isin(response_ids, torch.tensor(stop_ids)) & produced  # [N, R]
     stopped = is_stop.any(dim=1)  # [N]
     lengths = torch.where(stopped, is_stop.int().argmax(dim=1) + 1, generated)  # [N], the stop token included
     response_mask = torch.arange(width)[None, :] < lengths[:, None]  # [N, R]
     response_ids = torch.where(response_mask, response_ids, torch.full_like(response_ids, pad_id))
-    return Rollout(
-        prompt_ids=prompt_ids, prompt_mask=prompt_mask, response_ids=response_ids, response_mask=response_mask,
-        finish_reasons=["stop" if s else "length" for s in stopped.tolist()], group_size=n,
-        prompts_truncated=truncated, prompt_texts=[t for t in texts for _ in range(n)],
-    )
+    return response_ids, response_mask, stopped

@@ -350,6 +350,32 @@ def plan(config, nodes: int = 1, gpus_per_node: int = 1, gpu_memory_gib: float =
     mean_prompt / mean_response: token counts the step time assumes (default response: half the maximum).
     """
     config.validate()
+    engine = _checked_engine(config, engine, nodes, gpus_per_node, gpu_memory_gib)
+    hw = replace(hardware or Hardware(), gpu_memory_gib=gpu_memory_gib)
+    shape = model_shape(config.model)
+    n_gpus = nodes * gpus_per_node
+    mean_response = mean_response or max(1, config.max_response_length // 2)
+    budget = hw.gpu_memory_gib - HEADROOM_GIB
+    if engine == "fipo_nb":
+        memory = _single_device_memory(config, shape, n_gpus)
+    else:
+        memory = _verl_cluster_memory(config, shape, n_gpus, nodes, hw)
+    problems = memory.problems + _over_budget(memory, budget, hw)
+    time = _time(config, shape, n_gpus, hw, engine, memory.concurrent, mean_prompt, mean_response)
+    notes = [f"model: {shape.describe()}", *memory.notes,
+             f"step time at a mean prompt of {mean_prompt} and response of {mean_response} tokens, "
+             f"{MFU:.0%} MFU of {hw.tflops:g} TFLOP/s, {BANDWIDTH_USE:.0%} of {hw.bandwidth_tbs:g} TB/s"]
+    result = Plan(_title(config, engine, nodes, gpus_per_node, hw), engine, nodes, gpus_per_node, memory.training,
+                  budget, memory.rollout, budget, memory.cpu, hw.cpu_memory_gib, time, notes, problems,
+                  concurrent_sequences=memory.concurrent)
+    if problems and _search and engine == "verl":
+        result.smallest = _smallest_cluster(config, gpus_per_node, gpu_memory_gib, hardware=hardware,
+                                            mean_prompt=mean_prompt, mean_response=mean_response)
+    return result
+
+
+def _checked_engine(config, engine: str | None, nodes, gpus_per_node, gpu_memory_gib) -> str:
+    """The engine to plan for (the config's strategy picks it when None), once the cluster's figures are valid."""
     engine = engine or ("fipo_nb" if config.strategy == "single" else "verl")
     if engine not in ("verl", "fipo_nb"):
         raise ValueError(f"plan: engine must be 'verl' or 'fipo_nb'; got {engine!r}")
@@ -359,63 +385,83 @@ def plan(config, nodes: int = 1, gpus_per_node: int = 1, gpu_memory_gib: float =
     if not gpu_memory_gib > HEADROOM_GIB:
         raise ValueError(f"plan: gpu_memory_gib must be more than the {HEADROOM_GIB:g} GiB kept free on every GPU; "
                          f"got {gpu_memory_gib!r}")
-    hw = replace(hardware or Hardware(), gpu_memory_gib=gpu_memory_gib)
-    shape = model_shape(config.model)
-    n_gpus = nodes * gpus_per_node
-    mean_response = mean_response or max(1, config.max_response_length // 2)
-    budget = hw.gpu_memory_gib - HEADROOM_GIB
-    problems, notes = [], []
-    title = (f"{config.model} ({config.mode}, {config.fipo.loss}{', PPO with a critic' if config.advantage_estimator == 'gae' else ''})"
-             f" on {nodes} node(s) x {gpus_per_node} GPU(s) of {hw.gpu_memory_gib:g} GiB, engine {engine}")
-    notes.append(f"model: {shape.describe()}")
-    cpu, concurrent = [], 0
-    if engine == "fipo_nb":
-        if n_gpus != 1:
-            problems.append(f"fipo_nb's own trainer runs on one device; {n_gpus} GPUs need engine verl")
-        if config.advantage_estimator == "gae":
-            problems.append("advantage_estimator 'gae' needs a critic: engine verl")
-        training, rollout = _single_memory(config, shape)
-        notes.append("one device: sampling (transformers generate) and training share the GPU, one after the other")
-    else:
-        if config.mode == "qlora":
-            problems.append("mode 'qlora' (4-bit base) is not available in verl: use mode=lora or full")
-        problems += _divisibility(config, n_gpus)
-        training, rollout, cpu, concurrent, kv, resident = _verl_memory(config, shape, n_gpus, nodes, hw)
-        dp = n_gpus // config.sequence_parallel if n_gpus % config.sequence_parallel == 0 else 0
-        notes.append(f"verl: FSDP over {n_gpus} GPUs, Ulysses {config.sequence_parallel} (data parallel {dp}), "
-                     f"vLLM tensor parallel {config.rollout_tensor_parallel} ({n_gpus // config.rollout_tensor_parallel} "
-                     f"engines), dynamic batch {config.micro_batch_size * (config.max_prompt_length + config.max_response_length)}"
-                     f" tokens per GPU, offload {'on' if config.offload else 'off'}")
-        seq = config.max_prompt_length + config.max_response_length
-        notes.append(f"vLLM KV cache: {shape.kv_bytes_per_token / 1024:.0f} KiB per token; {max(kv, 0):.1f} GiB x TP "
-                     f"{config.rollout_tensor_parallel} per engine holds {concurrent} sequences of {seq} tokens at once")
-        if concurrent < 1:
-            problems.append(f"vLLM's KV cache cannot hold one {seq}-token sequence: raise rollout_gpu_memory or "
-                            "rollout_tensor_parallel")
-        if resident > (1 - config.rollout_gpu_memory) * hw.gpu_memory_gib - HEADROOM_GIB:
-            problems.append(f"{resident:.1f} GiB of training state stays on each GPU while sampling, more than the "
-                            f"{1 - config.rollout_gpu_memory:.2f} share vLLM leaves: set offload=true or lower "
-                            "rollout_gpu_memory")
-    training_total = sum(l.gib for l in training)
+    return engine
+
+
+def _title(config, engine: str, nodes: int, gpus_per_node: int, hw: Hardware) -> str:
+    critic = ", PPO with a critic" if config.advantage_estimator == "gae" else ""
+    return (f"{config.model} ({config.mode}, {config.fipo.loss}{critic})"
+            f" on {nodes} node(s) x {gpus_per_node} GPU(s) of {hw.gpu_memory_gib:g} GiB, engine {engine}")
+
+
+@dataclass
+class _Memory:
+    """One engine's memory lines, with what it notes and what it finds wrong before the budgets."""
+
+    training: list[Line]
+    rollout: list[Line]
+    cpu: list[Line] = field(default_factory=list)
+    concurrent: int = 0  # full-length sequences one rollout engine holds at once
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def _single_device_memory(config, shape: ModelShape, n_gpus: int) -> _Memory:
+    """fipo_nb's own trainer: one device that samples and trains in turn."""
+    problems = []
+    if n_gpus != 1:
+        problems.append(f"fipo_nb's own trainer runs on one device; {n_gpus} GPUs need engine verl")
+    if config.advantage_estimator == "gae":
+        problems.append("advantage_estimator 'gae' needs a critic: engine verl")
+    training, rollout = _single_memory(config, shape)
+    notes = ["one device: sampling (transformers generate) and training share the GPU, one after the other"]
+    return _Memory(training, rollout, notes=notes, problems=problems)
+
+
+def _verl_cluster_memory(config, shape: ModelShape, n_gpus: int, nodes: int, hw: Hardware) -> _Memory:
+    """verl: FSDP training and vLLM sampling on every GPU, with the split of each GPU between them."""
+    problems = []
+    if config.mode == "qlora":
+        problems.append("mode 'qlora' (4-bit base) is not available in verl: use mode=lora or full")
+    problems += _divisibility(config, n_gpus)
+    training, rollout, cpu, concurrent, kv, resident = _verl_memory(config, shape, n_gpus, nodes, hw)
+    dp = n_gpus // config.sequence_parallel if n_gpus % config.sequence_parallel == 0 else 0
+    seq = config.max_prompt_length + config.max_response_length
+    notes = [f"verl: FSDP over {n_gpus} GPUs, Ulysses {config.sequence_parallel} (data parallel {dp}), "
+             f"vLLM tensor parallel {config.rollout_tensor_parallel} ({n_gpus // config.rollout_tensor_parallel} "
+             f"engines), dynamic batch {config.micro_batch_size * seq} tokens per GPU, "
+             f"offload {'on' if config.offload else 'off'}",
+             f"vLLM KV cache: {shape.kv_bytes_per_token / 1024:.0f} KiB per token; {max(kv, 0):.1f} GiB x TP "
+             f"{config.rollout_tensor_parallel} per engine holds {concurrent} sequences of {seq} tokens at once"]
+    if concurrent < 1:
+        problems.append(f"vLLM's KV cache cannot hold one {seq}-token sequence: raise rollout_gpu_memory or "
+                        "rollout_tensor_parallel")
+    if resident > (1 - config.rollout_gpu_memory) * hw.gpu_memory_gib - HEADROOM_GIB:
+        problems.append(f"{resident:.1f} GiB of training state stays on each GPU while sampling, more than the "
+                        f"{1 - config.rollout_gpu_memory:.2f} share vLLM leaves: set offload=true or lower "
+                        "rollout_gpu_memory")
+    return _Memory(training, rollout, cpu, concurrent, notes, problems)
+
+
+def _over_budget(memory: _Memory, budget: float, hw: Hardware) -> list[str]:
+    """What does not fit: training or sampling over the per-GPU budget, offloaded states over a node's CPU memory."""
+    problems = []
+    training_total = sum(l.gib for l in memory.training)
     if training_total > budget:
         problems.append(f"training needs {training_total:.1f} GiB per GPU, over the {budget:.1f} GiB budget "
                         f"({hw.gpu_memory_gib:g} less {HEADROOM_GIB:g} headroom)")
-    rollout_total = sum(l.gib for l in rollout)
+    rollout_total = sum(l.gib for l in memory.rollout)
     if rollout_total > budget:
         problems.append(f"sampling needs {rollout_total:.1f} GiB per GPU, over the {budget:.1f} GiB budget")
-    cpu_total = sum(l.gib for l in cpu)
+    cpu_total = sum(l.gib for l in memory.cpu)
     if cpu_total > hw.cpu_memory_gib:
         problems.append(f"offloaded states need {cpu_total:.0f} GiB of CPU memory per node, over {hw.cpu_memory_gib:g}")
-    time = _time(config, shape, n_gpus, hw, engine, concurrent, mean_prompt, mean_response)
-    notes.append(f"step time at a mean prompt of {mean_prompt} and response of {mean_response} tokens, "
-                 f"{MFU:.0%} MFU of {hw.tflops:g} TFLOP/s, {BANDWIDTH_USE:.0%} of {hw.bandwidth_tbs:g} TB/s")
-    result = Plan(title, engine, nodes, gpus_per_node, training, budget, rollout, budget, cpu,
-                  hw.cpu_memory_gib, time, notes, problems, concurrent_sequences=concurrent)
-    if problems and _search and engine == "verl":
-        for more in range(1, 65):
-            trial = plan(config, more, gpus_per_node, gpu_memory_gib, engine=engine, hardware=hardware,
-                         mean_prompt=mean_prompt, mean_response=mean_response, _search=False)
-            if trial.fits:
-                result.smallest = (more, gpus_per_node)
-                break
-    return result
+    return problems
+
+
+def _smallest_cluster(config, gpus_per_node: int, gpu_memory_gib: float, **plan_args) -> tuple[int, int] | None:
+    """(nodes, gpus_per_node) of the fewest nodes, up to 64, on which the verl plan fits; None if none does."""
+    for more in range(1, 65):
+        if plan(config, more, gpus_per_node, gpu_memory_gib, engine="verl", _search=False, **plan_args).fits:
+            return more, gpus_per_node
+    return None
