@@ -41,7 +41,7 @@ def _resolve(preset: str, overrides: list[str], steps: int | None, out: str | No
     from .config.presets import apply_overrides, get_preset
 
     config = _checked(get_preset, preset)
-    extra = list(overrides or [])
+    extra = list(overrides or []) + _own_data(config, overrides or [])
     if steps is not None:
         extra.append(f"steps={steps}")
     if out is not None:
@@ -49,6 +49,30 @@ def _resolve(preset: str, overrides: list[str], steps: int | None, out: str | No
     config = _checked(apply_overrides, config, extra)
     _check_folder(config.output_dir)
     return config
+
+
+OWN_DATA_HOLDOUT = 0.1  # share of a user's own problems held out for evaluation when a preset evaluated on its own
+
+
+def _own_data(preset, overrides: list[str]) -> list[str]:
+    """When --set data replaces a preset's problems: evaluate on held-out problems of the new data instead
+    of the preset's built-in eval_data (unless eval_data or eval_holdout is set too), and say so once; say
+    too when the preset's instruction was written for its built-in task."""
+    keys = {item.partition("=")[0].strip() for item in overrides}
+    if "data" not in keys:
+        return []
+    extra = []
+    if preset.eval_data is not None and not keys & {"eval_data", "eval_holdout"}:
+        extra = ["eval_data=none", f"eval_holdout={OWN_DATA_HOLDOUT}"]
+        print(f"note: evaluation holds out {OWN_DATA_HOLDOUT:.0%} of your data's problems (never trained on), not "
+              f"the preset's eval_data {preset.eval_data!r}; --set eval_data=FILE evaluates on a file of yours, "
+              "--set eval_data=none turns evaluation off", file=sys.stderr)
+    if preset.instruction not in ("dapo", "none") and "instruction" not in keys:
+        shown = preset.instruction if len(preset.instruction) <= 90 else preset.instruction[:87] + "..."
+        print(f"note: problem/answer rows are wrapped in the preset's instruction, written for its built-in task: "
+              f"{shown!r}; --set instruction=dapo asks for an 'Answer:' line (answer_mode=auto reads it), or "
+              "--set instruction='...{problem}...' gives your own (DAPO rows keep their own prompt)", file=sys.stderr)
+    return extra
 
 
 def _check_folder(path) -> None:
@@ -290,7 +314,8 @@ def _train_parser(commands) -> argparse.ArgumentParser:
     train.add_argument("--out", help="output directory (default: the preset's)")
     _add_set(train, "override a setting, e.g. --set lr=1e-5 --set fipo.decay_rate=64 (repeatable)")
     train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    train.add_argument("--report", action="store_true", help="write OUT/report.html at the end")
+    train.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
+                       help="write OUT/report.html at the end (default; --no-report: don't)")
     train.add_argument("--resume", action="store_true",
                        help="continue from the newest complete checkpoint in OUT (--steps is the run's total)")
     train.add_argument("--resume-fallback", action="store_true",

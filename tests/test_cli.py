@@ -17,8 +17,8 @@ def fipo_nb(*args, cwd=None):
 
 def test_train_cpu_smoke_writes_metrics_config_and_report(tmp_path):
     out = tmp_path / "run"
-    done = fipo_nb("train", "--preset", "cpu-smoke", "--steps", "2", "--out", str(out), "--report",
-                   "--set", "fipo.decay_rate=16")
+    done = fipo_nb("train", "--preset", "cpu-smoke", "--steps", "2", "--out", str(out),  # a report by default
+                   "--set", "fipo.decay_rate=16", "--set", "eval_data=single-digit?size=3", "--set", "eval_every=2")
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
@@ -26,6 +26,24 @@ def test_train_cpu_smoke_writes_metrics_config_and_report(tmp_path):
     assert "step  reward" in done.stdout and f"report:  {out / 'report.html'}" in done.stdout
     page = (out / "report.html").read_text()
     assert "data:image/png;base64," in page and "<script" not in page and "http" not in page.split("<pre>")[0]
+    assert "\n  eval: avg@4 " in done.stdout  # the evaluation under its step's row
+    quiet = fipo_nb("train", "--preset", "cpu-smoke", "--steps", "1", "--out", str(tmp_path / "quiet"), "--no-report")
+    assert quiet.returncode == 0 and not (tmp_path / "quiet" / "report.html").exists() and "report:" not in quiet.stdout
+
+
+def test_own_data_is_evaluated_on_its_held_out_problems_and_the_presets_instruction_is_named(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps({"problem": f"What is {i} + 1?", "answer": i + 1}) + "\n" for i in range(20)))
+    done = fipo_nb("train", "--preset", "demo", "--set", f"data={path}", "--print-config")
+    config = json.loads(done.stdout)
+    assert config["eval_data"] is None and config["eval_holdout"] == 0.1 and config["data"] == str(path)
+    assert done.stderr.count("note: evaluation holds out 10% of your data's problems") == 1
+    assert "not the preset's eval_data 'arithmetic?size=8" in done.stderr
+    assert "note: problem/answer rows are wrapped in the preset's instruction" in done.stderr
+    assert "--set instruction=dapo" in done.stderr
+    chosen = fipo_nb("train", "--preset", "demo", "--set", f"data={path}", "--set", "eval_data=none",
+                     "--set", "instruction=dapo", "--print-config")
+    assert json.loads(chosen.stdout)["eval_holdout"] == 0.0 and "note:" not in chosen.stderr  # asked: as asked
 
 
 def test_presets_lists_every_preset():
@@ -106,8 +124,10 @@ def test_ctrl_c_finishes_the_step_and_saves_it_so_resume_loses_nothing(tmp_path)
     import signal
 
     out = tmp_path / "run"
+    # SIGINT as an interactive shell gives it: a background job (`make test &`) would pass on an ignored SIGINT
     proc = subprocess.Popen([sys.executable, "-m", "fipo_nb.cli", "train", "--preset", "cpu-smoke", "--steps", "500",
-                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in proc.stdout:  # the table's first step row: training is under way
         if line.split() and line.split()[0] == "1":
             break
