@@ -150,3 +150,33 @@ def test_a_model_that_is_neither_here_nor_on_the_hub_is_named():
 
     with pytest.raises(ModelLoadError, match=r"model '/nonexistent/fipo-nb-model' cannot be loaded: it is not a model"):
         load_policy("/nonexistent/fipo-nb-model", "lora", device="cpu")
+
+
+def test_without_a_network_a_hub_model_fails_at_once_and_a_folder_needs_no_hub(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from fipo_nb.models import ModelLoadError, loading
+
+    # HF_HUB_OFFLINE (as an unreachable hub) means the hub is never asked: no minute of retries
+    code = ("import time; from fipo_nb.models import load_policy, loading\n"
+            "start = time.monotonic()\n"
+            "try:\n    load_policy('fipo-nb-test/no-such-model', 'lora', device='cpu')\n"
+            "except Exception as exc:\n    print(type(exc).__name__, loading.hub_reachable(), '|', exc)\n"
+            "print('attempts', len(calls))\n")
+    probe = ("import socket\ncalls = []\nreal = socket.create_connection\n"
+             "socket.create_connection = lambda *a, **k: calls.append(a) or real(*a, **k)\n")
+    done = subprocess.run([sys.executable, "-c", probe + code], capture_output=True, text=True,
+                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert "ModelLoadError False | model 'fipo-nb-test/no-such-model' cannot be loaded" in done.stdout, done.stderr
+    assert "the Hugging Face hub cannot be reached from here and its cache does not hold it" in done.stdout
+    assert "attempts 0" in done.stdout and "Retrying" not in done.stderr  # not one connection tried
+    # with the hub unreachable, a folder still loads and a hub id fails at once
+    monkeypatch.setattr(loading, "hub_reachable", lambda: False)
+    model, tokenizer = tiny_model("tiny-qwen2")
+    folder = tmp_path / "saved"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    assert load_policy(str(folder), "lora", device="cpu").model is not None  # a folder needs no hub either
+    with pytest.raises(ModelLoadError, match="cannot be reached from here"):
+        load_policy("fipo-nb-test/no-such-model", "lora", device="cpu")

@@ -7,13 +7,22 @@ an eval-mode no-grad forward, after which every training forward fails. Dropout 
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import socket
+import sys
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 
 from ..config import ADAPTER_MODES as MODES
 from .offline import SMOLLM2, TINY_MODELS, smollm2_checkpoint, tiny_checkpoint, tiny_model
+
+HUB_PROBE_S = 3.0  # how long one connection attempt to the hub may take before it counts as unreachable
+
 
 @dataclass
 class Policy:
@@ -183,23 +192,62 @@ def _model_and_tokenizer(model, tokenizer, quantization, *, dtype: torch.dtype, 
 
 def _from_pretrained(source: str, tokenizer, quantization, *, dtype: torch.dtype, device: torch.device):
     """(model, tokenizer) read by transformers from a folder or the hub; ModelLoadError says what to
-    do when neither has it."""
+    do when neither has it. Without a network the hub is not asked at all (its client would retry for
+    a minute): the Hugging Face cache is read, or the error comes at once."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs = {"dtype": dtype}
     if quantization is not None:
         kwargs["quantization_config"] = quantization
         kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else None
+    offline = not Path(source).is_dir() and not hub_reachable()
+    if offline:
+        kwargs["local_files_only"] = True
     try:
-        tokenizer = tokenizer or AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        with _no_progress_bars_in_notebooks():
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(source, local_files_only=offline)
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except OSError as exc:  # not a folder here, and the hub unreachable or without that id
+        where = ("the Hugging Face hub cannot be reached from here and its cache does not hold it" if offline else
+                 f"the Hugging Face hub did not give it ({str(exc).splitlines()[0]})")
         raise ModelLoadError(
-            f"model {source!r} cannot be loaded: it is not a model folder here, and the Hugging Face hub "
-            f"did not give it ({str(exc).splitlines()[0]}); download it where there is network and pass "
-            "model=/path/to/folder"
+            f"model {source!r} cannot be loaded: it is not a model folder here, and {where}; download it where "
+            "there is network and pass model=/path/to/folder"
         ) from exc
     return model, tokenizer
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable() -> bool:
+    """Whether the Hugging Face hub can be reached: False at once under HF_HUB_OFFLINE, else one TCP
+    connection to its host (at most HUB_PROBE_S seconds), asked once per process."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                      timeout=HUB_PROBE_S):
+            return True
+    except OSError:  # no name resolution, no route, refused, timed out
+        return False
+
+
+@contextlib.contextmanager
+def _no_progress_bars_in_notebooks():
+    """transformers' "Loading weights" bar is a widget in a notebook, saved frozen at 0% in an executed
+    notebook's output: off while loading there (terminals keep it)."""
+    from transformers.utils import logging as hf_logging
+
+    quiet = "ipykernel" in sys.modules and hf_logging.is_progress_bar_enabled()
+    if quiet:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if quiet:
+            hf_logging.enable_progress_bar()
 
 
 def _trainable_model(model, mode: str, *, lora_r: int, lora_alpha: int, target_modules):
