@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -27,3 +28,14 @@ def test_notebook_runs_without_error(path, tmp_path, monkeypatch):
     assert not errors
     images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert images >= 1, f"{path.name} drew no figure"
+    # the saved outputs show the final state: no progress bar saved as a widget frozen where it was displayed,
+    # no transformers loading bar, no dashboard fallback that still reads "no steps yet"
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    plain = [o.get("data", {}).get("text/plain", "") for o in outputs]
+    assert not [t for t in plain if re.search(r"\d+%\|", t)], f"{path.name}: a progress bar saved as a widget"
+    streams = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "Loading weights" not in streams, f"{path.name}: transformers' loading bar in the output"
+    assert not any("no steps yet" in o.get("data", {}).get("text/html", "") for o in outputs)
+    for output in outputs:  # a text bar (ours, on stderr) is saved with every update: its last one reads 100%
+        bars = re.findall(r"\d+%\|[^\r\n]*", output.get("text", "")) if output.output_type == "stream" else []
+        assert not bars or bars[-1].startswith("100%"), f"{path.name}: a bar that stopped at {bars[-1]}"

@@ -351,3 +351,31 @@ def test_last_number_mode_reads_a_stated_answer_whole_else_the_last_number():
 def test_config_lists_the_same_answer_modes():
     assert ANSWER_MODES == MODES
     assert DAPO_INSTRUCTION.count("Answer:") == 2  # the format every answer-line mode reads
+
+
+CUT_OFF = "First, 4 + 6 = 10. To check, you should write the expression 10 +"  # the demo's truncated "+1"
+
+
+@pytest.mark.parametrize("mode", ["auto", "answer_line", "boxed", "last_number"])
+def test_a_response_that_ran_out_of_tokens_is_never_correct_where_the_answer_is_read_from_free_text(mode):
+    for response in (CUT_OFF, "Answer: 10", "so \\boxed{10}"):
+        result = MathReward(mode=mode).score("p", response, problem("10"), truncated=True)
+        assert (result.reward, result.correct, result.extracted) == (-1.0, False, None)
+    assert MathReward(mode="last_number").score("p", CUT_OFF, problem("10")).correct  # finished: read as before
+
+
+def test_the_dapo_scorer_keeps_the_official_behaviour_for_a_truncated_response():
+    dapo_row = problem("10", source="math_dapo")
+    for mode, sample in (("dapo", problem("10")), ("auto", dapo_row)):  # what verl's math_dapo would say
+        assert MathReward(mode=mode).score("p", "Working... Answer: 10", sample, truncated=True).correct
+
+
+def test_score_responses_passes_truncation_to_rewards_that_read_it_only():
+    cut = [True, False]
+    results = score_responses(MathReward(mode="last_number"), ["p"] * 2, [CUT_OFF] * 2, [problem("10")] * 2,
+                              truncated=cut)
+    assert [r.correct for r in results] == [False, True]
+    plain = score_responses(lambda p, r, s: 1.0, ["p"] * 2, ["r"] * 2, [problem("1")] * 2, truncated=cut)
+    assert [r.reward for r in plain] == [1.0, 1.0]  # a plain callable decides for itself
+    with pytest.raises(ValueError, match="1 truncation flags"):
+        score_responses(MathReward(), ["p"] * 2, ["r"] * 2, [problem("1")] * 2, truncated=[True])

@@ -278,3 +278,12 @@ def test_step_on_a_sampled_batch_equals_a_plain_step(tmp_path):
     assert torch.equal(result.weights, plain.weights)
     untimed = lambda m: {k: v for k, v in m.items() if not k.startswith("time/") and k != "tokens_per_s"}  # noqa: E731
     assert untimed(result.metrics) == untimed(plain.metrics)
+
+
+def test_truncated_responses_are_counted_and_never_score_as_correct(tmp_path):
+    trainer = FIPOTrainer(smoke(tmp_path, "max_response_length=6"))  # most responses run out of tokens
+    result = trainer.step()
+    truncated = [reason == "length" for reason in result.rollout.finish_reasons]
+    assert result.metrics["response/truncated"] == sum(truncated) > 0
+    assert not any(correct for correct, cut in zip(result.correct, truncated) if cut)
+    assert all(reward == -1.0 for reward, cut in zip(result.rewards.tolist(), truncated) if cut)

@@ -301,8 +301,14 @@ class MathReward:
         if self.mode not in MODES:
             raise ValueError(f"MathReward: unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
 
-    def score(self, prompt: str, response: str, sample: Problem) -> RewardResult:
-        """Extract the answer from `response` and check it against sample.answer (or sample["answer"])."""
+    def score(self, prompt: str, response: str, sample: Problem, *, truncated: bool = False) -> RewardResult:
+        """Extract the answer from `response` and check it against sample.answer (or sample["answer"]).
+
+        truncated: the response ran out of tokens (no stop token). It has no final answer, so in the modes
+        that read an answer out of free text it is never correct ("...the expression 10 +" must not earn
+        the reward for 10). The DAPO scorer ("dapo", and "auto" on DAPO problems) keeps the official
+        behaviour: it reads the last 300 characters of whatever was written (docs/differences.md).
+        """
         if self.mode == "dapo" or (self.mode == "auto" and is_dapo_source(sample)):
             official = dapo_score(response or "", str(_gold(sample)))
             extracted = None if official.pred == INVALID else official.pred
@@ -311,6 +317,8 @@ class MathReward:
             correct = official.acc and not hedged
             extracted = raw.strip() if hedged else extracted  # the whole line, not the part the scorer kept
             return RewardResult(self.correct if correct else self.incorrect, correct, extracted)
+        if truncated:
+            return RewardResult(self.incorrect, False, None)
         extracted = extract_answer(response, self.mode)
         correct = answers_match(extracted, _gold(sample))
         return RewardResult(self.correct if correct else self.incorrect, correct, extracted)

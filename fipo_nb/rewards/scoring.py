@@ -7,6 +7,7 @@ A reward function is `MathReward` (math.py) or any callable (prompt, response, s
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -34,9 +35,18 @@ class RewardResult:
     """Why the reward function failed on this response, when it was scored as incorrect instead."""
 
 
-def _score_one(reward_fn: Any, prompt: str, response: str, sample: Any) -> RewardResult:
+def _reads_truncation(reward_fn: Any) -> bool:
+    """Whether reward_fn.score takes `truncated=` (MathReward does: a response cut off has no final answer)."""
+    try:
+        return "truncated" in inspect.signature(reward_fn.score).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+def _score_one(reward_fn: Any, prompt: str, response: str, sample: Any, truncated: bool | None) -> RewardResult:
     if hasattr(reward_fn, "score"):
-        result = reward_fn.score(prompt, response, sample)
+        extra = {} if truncated is None else {"truncated": truncated}
+        result = reward_fn.score(prompt, response, sample, **extra)
         if not isinstance(result, RewardResult):
             raise TypeError(f".score returned {type(result).__name__}, not RewardResult")
         value = result.reward
@@ -58,24 +68,27 @@ def _sample_id(sample: Any):
 
 
 def score_responses(reward_fn: Any, prompts: list[str], responses: list[str], samples: list, *,
-                    on_error: str = "raise", error_reward: float = -1.0) -> list[RewardResult]:
+                    on_error: str = "raise", error_reward: float = -1.0,
+                    truncated: list[bool] | None = None) -> list[RewardResult]:
     """Score each (prompt, response, sample); reward_fn has .score(...) -> RewardResult or is any
     callable (prompt, response, sample) -> float (then correct = reward > 0).
 
+    truncated: per response, whether it ran out of tokens; passed on to a .score that takes
+    `truncated=` (MathReward: such a response has no final answer). A plain callable decides for itself.
     A reward function that raises or returns a non-finite or non-numeric value: on_error="raise"
     raises RewardError naming the sample index and id, chained to the cause; on_error="incorrect"
     scores that response `error_reward`, not correct, with the reason in RewardResult.error.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"score_responses: on_error must be one of {', '.join(ON_ERROR)}; got {on_error!r}")
-    if not len(prompts) == len(responses) == len(samples):
-        raise ValueError(
-            f"score_responses: {len(prompts)} prompts, {len(responses)} responses, {len(samples)} samples"
-        )
+    if not len(prompts) == len(responses) == len(samples) == len(truncated if truncated is not None else samples):
+        raise ValueError(f"score_responses: {len(prompts)} prompts, {len(responses)} responses, {len(samples)} "
+                         f"samples" + ("" if truncated is None else f", {len(truncated)} truncation flags"))
+    flags = truncated if truncated is not None and _reads_truncation(reward_fn) else [None] * len(samples)
     results = []
-    for index, (prompt, response, sample) in enumerate(zip(prompts, responses, samples)):
+    for index, (prompt, response, sample, cut) in enumerate(zip(prompts, responses, samples, flags)):
         try:
-            results.append(_score_one(reward_fn, prompt, response, sample))
+            results.append(_score_one(reward_fn, prompt, response, sample, cut))
         except Exception as exc:
             reason = f"reward function failed on sample {index} (id {_sample_id(sample)!r}): {type(exc).__name__}: {exc}"
             if on_error == "raise":

@@ -67,15 +67,16 @@ def generate_batch(policy, problems, reward_fn, config: TrainConfig) -> tuple[Ba
     rows = [p for p in problems for _ in range(config.samples_per_prompt)]
     prompts = rollout.prompt_texts
     responses = decode_responses(policy.tokenizer, rollout)
+    truncated = [f == "length" for f in rollout.finish_reasons]  # ran out of tokens: no final answer
     scored = score_responses(reward_fn, prompts, responses, rows, on_error=config.reward_errors,
-                             error_reward=config.reward_incorrect)
+                             error_reward=config.reward_incorrect, truncated=truncated)
     rewards = torch.tensor([s.reward for s in scored], dtype=torch.float32)  # [N]
     penalty = torch.zeros_like(rewards)  # [N]
     if config.overlong_buffer:
         penalty = torch.tensor(overlong_penalty(rollout.response_lengths.tolist(), config.max_response_length,
                                                 config.overlong_buffer, config.overlong_penalty))
-    truncated = torch.tensor([f == "length" for f in rollout.finish_reasons])  # [N] no stop token
-    in_loss = ~truncated if config.overlong_filter else torch.ones_like(truncated)  # [N]
+    cut = torch.tensor(truncated)  # [N] no stop token
+    in_loss = ~cut if config.overlong_filter else torch.ones_like(cut)  # [N]
     batch = Batch(rollout, rows, prompts, responses, scored, rewards + penalty, penalty, in_loss)
     return batch, generated - started, time.perf_counter() - generated
 

@@ -58,7 +58,8 @@ def evaluate(
         )
     rows = [p for p in problems for _ in range(k)]
     scored = score_responses(reward_fn, rollout.prompt_texts, decode_responses(policy.tokenizer, rollout), rows,
-                             on_error=reward_errors, error_reward=error_reward)
+                             on_error=reward_errors, error_reward=error_reward,
+                             truncated=[f == "length" for f in rollout.finish_reasons])
     errors = sum(s.error is not None for s in scored)
     if errors:
         first = next(s.error for s in scored if s.error is not None)

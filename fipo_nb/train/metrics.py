@@ -59,6 +59,7 @@ def rollout_metrics(batch, group_size: int) -> dict[str, float]:
         "reward/std": rewards.std().item() if len(rewards) > 1 else 0.0,
         "accuracy/mean": sum(s.correct for s in batch.scored) / len(batch.scored),
         **length_metrics(rollout.response_lengths),
+        "response/truncated": float(sum(r == "length" for r in rollout.finish_reasons)),  # ran out of tokens
         "response/truncated_frac": sum(r == "length" for r in rollout.finish_reasons) / len(rollout),
         "response/empty_frac": sum(not r.strip() for r in batch.responses) / len(batch.responses),
         "groups/all_equal_frac": (groups.max(dim=1).values == groups.min(dim=1).values).float().mean().item(),

@@ -198,11 +198,12 @@ class FIPOTrainer:
               table: bool = False, callback=None) -> list[dict[str, float]]:
         """Run `steps` more steps (default config.steps), or until step `until`; returns their metrics.
 
-        A tqdm.auto bar works in notebooks and terminals; table=True prints a row per step;
+        A text progress bar (tqdm's, on stderr: a notebook shows it as it goes and keeps its last state in the
+        saved output, where a widget bar would be saved frozen); table=True prints a row per step;
         callback(result) runs after every step. Checkpoints follow `config.save_every`.
         Interrupting stops at a safe point (see `step`); calling train() again continues.
         """
-        from tqdm.auto import tqdm
+        from tqdm.std import tqdm
 
         if until is not None:
             steps = max(until - self.step_count, 0)
