@@ -81,7 +81,7 @@ def _verl(d, probed: dict[str, list[str]], covered: set[str]) -> str:
         keys = [k for k in probed.get(d.name, []) if k not in covered]
         return (_code(keys) + " " if keys else "") + f"(rule `{mapping.name}`: {summary})"
     if isinstance(mapping, MappedBy):
-        return f"with `{mapping.field}`"
+        return "with " + " and ".join(f"`{f}`" for f in mapping.readers)
     if isinstance(mapping, Unused):
         return f"not used: {mapping.why}"
     return _code(_fipo_keys(d))

@@ -249,12 +249,23 @@ def test_a_run_written_by_the_previous_release_resumes_and_its_traces_open(tmp_p
     from fipo_nb.trace import load_traces
     from fipo_nb.widgets import TokenView
 
+    from fipo_nb.config import TrainConfig
+    from fipo_nb.rewards import MathReward
+
+    # release 0.1.0 scored a response that ran out of tokens by its last number; this code scores it incorrect.
+    # Both runs here keep the release's reward (MathReward called plainly never hears of truncation), so the
+    # third step must continue the old run exactly as this code continues its own.
+    def release_reward(prompt, response, sample):
+        return MathReward(mode="last_number")(prompt, response, sample)
+
     run = tmp_path / "old"
     shutil.copytree(RELEASE_RUN, run)
-    resumed = FIPOTrainer.resume(run)
+    resumed = FIPOTrainer.resume(run, reward_fn=release_reward)
     assert resumed.step_count == 2
     resumed.train(1, progress=False)
-    straight = FIPOTrainer(smoke(tmp_path / "straight"))  # the same run, three steps in one go with this code
+    config = TrainConfig(**json.loads((RELEASE_RUN / "config.json").read_text()))  # the same run, three steps in
+    config.output_dir = str(tmp_path / "straight")  # one go with this code
+    straight = FIPOTrainer(config, reward_fn=release_reward)
     straight.train(3, progress=False)
     old, new = rows(run), rows(tmp_path / "straight")
     assert [r["step"] for r in old] == [1, 2, 3] and old[:2] == rows(RELEASE_RUN)  # the old rows are kept as written

@@ -131,7 +131,7 @@ def test_custom_reward_callable_and_problem_list(tmp_path):
         seen.append(sample.answer)
         return float(len(response) % 2)  # any callable (prompt, response, sample) -> float
 
-    trainer = FIPOTrainer(smoke(tmp_path), problems=problems, reward_fn=reward)
+    trainer = FIPOTrainer(smoke(tmp_path, "overlong_buffer=0"), problems=problems, reward_fn=reward)  # raw rewards
     result = trainer.step()
     assert len(seen) == 32 and set(seen) <= {"0", "1", "2", "3"}
     assert result.metrics["accuracy/mean"] == pytest.approx(float((result.rewards > 0).float().mean()))
@@ -281,7 +281,7 @@ def test_step_on_a_sampled_batch_equals_a_plain_step(tmp_path):
 
 
 def test_truncated_responses_are_counted_and_never_score_as_correct(tmp_path):
-    trainer = FIPOTrainer(smoke(tmp_path, "max_response_length=6"))  # most responses run out of tokens
+    trainer = FIPOTrainer(smoke(tmp_path, "max_response_length=6", "overlong_buffer=0"))  # most run out of tokens
     result = trainer.step()
     truncated = [reason == "length" for reason in result.rollout.finish_reasons]
     assert result.metrics["response/truncated"] == sum(truncated) > 0

@@ -49,18 +49,20 @@ def test_a_simple_mapping_writes_the_fields_value_under_its_declared_keys(tmp_pa
 
 # a value for each field that another field's rule reads, inside what paper-fipo-32b allows
 CHANGED = {"data_limit": 100, "lr_warmup_steps": 3, "gen_prompts_per_batch": 1024, "max_num_gen_batches": 3,
-           "filter_metric": "reward", "overlong_penalty": 0.5, "eval_limit": 10}
+           "filter_metric": "reward", "overlong_penalty": 0.5, "eval_limit": 10, "eval_holdout": 0.1}
+BEFORE = {"eval_holdout": ["eval_data=none"]}  # a held-out share replaces eval_data: both runs evaluate without it
 
 
 def test_a_field_mapped_by_another_changes_that_fields_overrides_only(tmp_path):
-    mapped = {d.name: d.setting.verl.field for d in described(TrainConfig) if isinstance(d.setting.verl, MappedBy)}
+    mapped = {d.name: d.setting.verl.readers for d in described(TrainConfig) if isinstance(d.setting.verl, MappedBy)}
     assert set(mapped) == set(CHANGED)
-    base = launch(get_preset("paper-fipo-32b"), out=tmp_path).by_field
-    for name, reader in mapped.items():
-        changed = launch(apply_overrides(get_preset("paper-fipo-32b"), [f"{name}={CHANGED[name]}"]),
-                         out=tmp_path).by_field
-        assert changed[name] == [] and changed[reader] != base[reader], name
-        assert {k: v for k, v in changed.items() if k != reader} == {k: v for k, v in base.items() if k != reader}
+    for name, readers in mapped.items():
+        before = apply_overrides(get_preset("paper-fipo-32b"), BEFORE.get(name, []))
+        base = launch(before, out=tmp_path).by_field
+        changed = launch(apply_overrides(before, [f"{name}={CHANGED[name]}"]), out=tmp_path).by_field
+        assert changed[name] == [] and all(changed[reader] != base[reader] for reader in readers), name
+        assert {k: v for k, v in changed.items() if k not in readers} == \
+               {k: v for k, v in base.items() if k not in readers}, name
 
 
 def test_unused_fields_are_listed_with_why(tmp_path):

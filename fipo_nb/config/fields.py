@@ -50,9 +50,15 @@ class Rule:
 
 @dataclass(frozen=True)
 class MappedBy:
-    """Read by another field's rule (data_limit by data's): nothing of its own."""
+    """Read by another field's rule (data_limit by data's): nothing of its own. `also`: further fields whose
+    rules read it (eval_holdout: eval_data's writes the held-out rows, data's leaves them out of training)."""
 
     field: str
+    also: tuple[str, ...] = ()
+
+    @property
+    def readers(self) -> tuple[str, ...]:
+        return (self.field, *self.also)
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ PRESETS: dict[str, Preset] = {
                  data="single-digit?size=256", instruction="none",
                  prompts_per_step=4, samples_per_prompt=8, mini_batch_size=2, micro_batch_size=16, lr=5e-3,
                  lr_warmup_steps=0, weight_decay=0.0, max_prompt_length=128, max_response_length=24,
-                 answer_mode="last_number", steps=2, output_dir="runs/cpu-smoke"),
+                 answer_mode="last_number", overlong_buffer=8, steps=2, output_dir="runs/cpu-smoke"),
         ),
         Preset(
             "demo",

@@ -187,7 +187,7 @@ class TrainConfig:
         0.0, "Share of `data`'s distinct problems held out for evaluation instead of an eval_data source (at least "
              "1, at most eval_limit, drawn by seed) and left out of training; 0: none. `fipo-nb train` holds out "
              "0.1 when --set data replaces a preset's data and eval_data is not set.",
-        at_least=0.0, below=1.0, verl=MappedBy("eval_data"))
+        at_least=0.0, below=1.0, verl=MappedBy("eval_data", also=("data",)))
     eval_every: int = setting(
         0, "Evaluate after every N-th step (0: only when FIPOTrainer.evaluate() is called).",
         at_least=0, verl=Rule("eval_every"))

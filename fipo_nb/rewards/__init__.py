@@ -6,8 +6,19 @@
 """
 
 from .dapo import dapo_answer, dapo_score
-from .math import MODES, MathReward, answers_match, dapo_hedge, extract_answer, is_dapo_source
 from .scoring import ON_ERROR, RewardError, RewardResult, overlong_penalty, score_responses
+
+_MATH = ("MODES", "MathReward", "answers_match", "dapo_hedge", "extract_answer", "is_dapo_source")
+
+
+def __getattr__(name):
+    # math.py imports math-verify and sympy (slow, and absent from verl's environment, which runs the DAPO
+    # scorer alone): loaded on first use of one of its names
+    if name in _MATH:
+        from . import math
+
+        return getattr(math, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "MODES", "MathReward", "ON_ERROR", "RewardError", "RewardResult", "answers_match", "dapo_answer", "dapo_hedge",

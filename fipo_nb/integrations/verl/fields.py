@@ -3,7 +3,7 @@ each field's declared verl mapping (config/fields.py), and the rules that mappin
 
     Keys(...)      the field's value under these Hydra keys (and the critic's, when one runs)
     Rule(name)     RULES[name] below: a translation, several keys, or a refusal naming the field
-    MappedBy(f)    read by field f's rule
+    MappedBy(f)    read by field f's rule (and those in `also`)
     Unused(why)    no meaning under verl: a note that launch.sh lists
 
 FIPOConfig's fields map through `loss_fields` (the launch and `verl.actor_config`) and `fipo_from_verl`
@@ -391,8 +391,9 @@ def _handler(name: str, mapping):
         rule = RULES[mapping.name]
         return lambda x: rule(x, name)
     if isinstance(mapping, MappedBy):
-        if not isinstance(_MAPPINGS.get(mapping.field), Rule):
-            raise LookupError(f"TrainConfig.{name} is mapped by {mapping.field!r}, which has no verl rule")
+        for reader in mapping.readers:
+            if not isinstance(_MAPPINGS.get(reader), Rule):
+                raise LookupError(f"TrainConfig.{name} is mapped by {reader!r}, which has no verl rule")
         return lambda x: []
     if isinstance(mapping, Unused):
         def unused(x: _Context):
