@@ -99,7 +99,10 @@ class _FIPOLoss:
         self.fipo_config = config.validate()
         if args is not None:  # before the model loads; a default GRPOConfig agrees with every FIPOConfig
             _check_grpo_args(args, self.fipo_config)
-        super().__init__(model, reward_funcs, args, *more, **kwargs)
+        with warnings.catch_warnings():  # TRL 1.16 calls transformers' renamed checkpointing API: not the user's to fix
+            warnings.filterwarnings("ignore", message=r"`(is_)?gradient_checkpointing\w*` is deprecated",
+                                    category=FutureWarning)
+            super().__init__(model, reward_funcs, args, *more, **kwargs)
         self.epsilon_low, self.epsilon_high = self.fipo_config.clip_low, self.fipo_config.clip_high
         if self.args.steps_per_generation % self.args.gradient_accumulation_steps:
             warnings.warn(
