@@ -16,7 +16,7 @@ VERL_VENV := .venv-verl
 VERL_STAMP := $(VERL_VENV)/.fipo-nb-verl-installed
 VERL := verl[verl-core]==0.9.1
 
-.PHONY: setup verl-venv system-deps test demo bench lock clean
+.PHONY: setup verl-venv system-deps test demo images bench lock clean
 
 setup: $(STAMP)
 
@@ -66,6 +66,12 @@ test: $(STAMP) system-deps
 
 demo: $(STAMP)
 	$(BIN)/fipo-nb demo --out runs/demo
+
+# The README's pictures (docs/images/*.png) from a real demo run: `make demo` first when runs/demo has none.
+# Headless chromium, offline: nothing fetched, nothing served (scripts/render_images.py).
+images: $(STAMP) system-deps
+	test -f runs/demo/metrics.jsonl || $(MAKE) demo
+	$(BIN)/python scripts/render_images.py --run runs/demo --out docs/images
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/future_kl.py

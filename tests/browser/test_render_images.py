@@ -1,0 +1,47 @@
+"""scripts/render_images.py (`make images`): the README's pictures from a real run, in chromium, offline."""
+
+from __future__ import annotations
+
+import importlib.util
+import struct
+from pathlib import Path
+
+import pandas as pd
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "render_images.py"
+
+
+def render_images():
+    spec = importlib.util.spec_from_file_location("render_images", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_chosen_response_is_the_widest_weight_spread_after_the_first_mini_batch():
+    frame = pd.DataFrame({
+        "step": [1, 1, 2, 2],
+        "mini_batch": [0, 1, 1, 1],
+        "weight": [[1.0, 1.0], [1.0, 1.1], [1.0, 1.2, None], [1.2, 1.0, 1.1, 1.0]],
+        "tokens": [["a", "b"], ["a", "b"], ["a", "b", "c"], ["a", "b", "c", "d"]],
+    })
+    # rows 2 and 3 spread 0.2 (None ignored); row 3 is longer
+    assert render_images().widest_record(frame) == 3
+    assert render_images().widest_record(frame.iloc[:3]) == 2
+
+
+def test_pictures_of_a_run_are_small_pngs_of_the_token_view_and_the_report(smoke_run, tmp_path, capsys):
+    assert render_images().main(["--run", str(smoke_run), "--out", str(tmp_path)]) == 0
+    width, height = png_size(tmp_path / "token_view.png")
+    assert width == 1800 and height > 200  # 900 CSS px at twice the pixels
+    width, height = png_size(tmp_path / "report.png")
+    assert width == 1180 and height > 800  # curves, phases and the first token view
+    for name in ("token_view.png", "report.png"):
+        assert (tmp_path / name).stat().st_size < 300_000
+    assert "mini-batch 1" in capsys.readouterr().out  # the chosen response is from a later mini-batch
