@@ -152,7 +152,7 @@ def _run(config, *, report: bool, resume: bool = False, fallback: bool = False, 
     if trainer.step_count >= config.steps:
         print(f"{trainer.out_dir} is already at step {trainer.step_count} (steps={config.steps}): nothing to do")
         return 0
-    print(f"model {config.model} ({config.mode}), {config.fipo.loss}, steps {trainer.step_count + 1}..{config.steps} of "
+    print(f"model {config.model} ({config.mode}), {config.method}, steps {trainer.step_count + 1}..{config.steps} of "
           f"{config.prompts_per_step} prompts x {config.samples_per_prompt} samples, "
           f"{config.prompts_per_step // config.mini_batch_size} update(s) per step -> {trainer.out_dir}", flush=True)
     try:
@@ -340,7 +340,8 @@ def _compare_parser(commands) -> argparse.ArgumentParser:
     _add_preset(compare)
     compare.add_argument("--steps", type=int, help="steps per loss (default: the preset's)")
     compare.add_argument("--out", default="runs/compare", help="output directory: OUT/<loss>/ and OUT/compare.html")
-    compare.add_argument("--losses", default="fipo,dapo", help="comma-separated: fipo, dapo, grpo (default fipo,dapo)")
+    compare.add_argument("--losses", default="fipo,dapo",
+                         help="comma-separated: fipo, dapo, grpo, ppo (GAE and a critic, DAPO loss); default fipo,dapo")
     _add_set(compare, "override a setting for every loss (repeatable)")
     compare.add_argument("--overwrite", action="store_true", help="replace an earlier comparison in OUT")
     compare.set_defaults(func=_cmd_compare)

@@ -33,8 +33,14 @@ from pathlib import Path
 from .analysis.segments import GROUPS
 from .analysis.runs import read_jsonl
 
-LOSSES = ("fipo", "dapo", "grpo")
-LINE_STYLES = {"fipo": ("#d62728", "-", "o"), "dapo": ("#1f77b4", "--", "s"), "grpo": ("#2ca02c", ":", "^")}
+LOSSES = ("fipo", "dapo", "grpo", "ppo")  # ppo: GAE advantages from a critic, the DAPO loss
+METHODS = {  # what each compared run sets: its loss, and where its advantages come from
+    "fipo": ["fipo.loss=fipo", "advantage_estimator=grpo"], "dapo": ["fipo.loss=dapo", "advantage_estimator=grpo"],
+    "grpo": ["fipo.loss=grpo", "advantage_estimator=grpo"], "ppo": ["fipo.loss=dapo", "advantage_estimator=gae"],
+}
+CREDIT = ("fipo", "ppo")  # the two methods whose per-token credit compare.html puts side by side
+LINE_STYLES = {"fipo": ("#d62728", "-", "o"), "dapo": ("#1f77b4", "--", "s"), "grpo": ("#2ca02c", ":", "^"),
+               "ppo": ("#9467bd", "-.", "D")}
 QUANTITIES = [  # (title, metrics.jsonl key); eval avg@k is added from eval.jsonl
     *[(f"response length {q} (tokens)", f"length/{q}") for q in ("min", "q25", "median", "mean", "q75", "max")],
     ("reward", "reward/mean"), ("accuracy", "accuracy/mean"),
@@ -44,6 +50,8 @@ QUANTITIES = [  # (title, metrics.jsonl key); eval avg@k is added from eval.json
     *[(f"mean Future-KL: {g}", f"segment/{g}/future_kl_mean") for g in GROUPS],
     ("share of tokens in verification", "segment/verification/token_frac"),
     ("mean influence weight (all tokens)", "fipo/weight_mean"),
+    ("critic: value loss", "critic/vf_loss"), ("critic: explained variance", "critic/vf_explained_var"),
+    ("critic: mean value", "critic/values/mean"),
 ]
 TABLE = [("reward", "reward/mean", "+.3f"), ("accuracy", "accuracy/mean", ".3f"), ("mean length", "length/mean", ".1f"),
          ("median length", "length/median", ".1f"), ("phase 1", "phase/1_frac", ".2f"),
@@ -64,6 +72,7 @@ class Comparison:
     metrics: dict[str, list[dict]]  # loss -> metrics.jsonl rows
     evals: dict[str, list[dict]]  # loss -> eval.jsonl rows
     info: dict = field(default_factory=dict)  # compare.json
+    credit: dict | None = None  # credit.json: FIPO's and PPO's per-token credit on the step-1 responses
 
     @property
     def html(self) -> Path:
@@ -191,8 +200,10 @@ def compare(config, steps: int | None = None, out=None, *, losses=("fipo", "dapo
     info = {"preset": config if isinstance(config, str) else None, "steps": base.steps, "seed": base.seed,
             "losses": losses, "overrides": list(overrides), "model": base.model, "fingerprints": {},
             "step1_rollouts": {}, "rollouts": {}}
+    step1, tokenizer = {}, None  # FIPO's and PPO's step-1 results: their credit, side by side
+    (out / "credit.json").unlink(missing_ok=True)
     for loss in losses:
-        run = apply_overrides(base, [f"fipo.loss={loss}", f"output_dir={out / loss}"])
+        run = apply_overrides(base, [*METHODS[loss], f"output_dir={out / loss}"])
         trainer = FIPOTrainer(run)
         info["fingerprints"][loss] = fingerprint(trainer.policy)
 
@@ -200,10 +211,13 @@ def compare(config, steps: int | None = None, out=None, *, losses=("fipo", "dapo
             info["rollouts"].setdefault(loss, []).append(rollout_hash(result))
             if result.step == 1:
                 info["step1_rollouts"][loss] = rollout_hash(result)
+                if loss in CREDIT:
+                    step1[loss] = result
             if callback is not None:
                 callback(loss, result)
 
         trainer.train(run.steps, progress=progress, callback=after_step)
+        tokenizer = trainer.policy.tokenizer
         del trainer
         gc.collect()  # one model in memory at a time
         if report:
@@ -212,10 +226,84 @@ def compare(config, steps: int | None = None, out=None, *, losses=("fipo", "dapo
             write_report(out / loss)
     info["same_initial_policy"] = len(set(info["fingerprints"].values())) == 1
     info["same_step1_rollouts"] = len(set(info["step1_rollouts"].values())) == 1
+    if set(step1) == set(CREDIT) and len({info["step1_rollouts"][m] for m in CREDIT}) == 1:
+        write_credit(out, {m: step1[m] for m in CREDIT}, tokenizer)
     (out / "compare.json").write_text(json.dumps(info, indent=2) + "\n")
     comparison = load(out)
     write_html(comparison)
     return comparison
+
+
+def write_credit(out: Path, results: dict, tokenizer) -> Path:
+    """OUT/credit.json: each method's per-token credit on the step-1 responses both trained on (the
+    rows of later mini-batches), their rank correlation, and the mean rank per reasoning segment."""
+    from .analysis.credit import credit_rows, group_ranks
+
+    rows = credit_rows(results, tokenizer)
+    rhos = sorted(r.rho for r in rows if r.rho is not None)
+    data = {"methods": list(results), "responses": len(rows), "groups": group_ranks(rows),
+            "rho_mean": sum(rhos) / len(rhos) if rhos else None,
+            "rho_median": rhos[len(rhos) // 2] if rhos else None, "rows": [r.to_dict() for r in rows]}
+    path = out / "credit.json"
+    path.write_text(json.dumps(data) + "\n")
+    return path
+
+
+def credit_note(credit: dict) -> str:
+    """What the credit comparison shows, in words, from its numbers (whatever they are)."""
+    a, b = credit["methods"]
+    groups = credit["groups"]
+    if not credit["responses"]:
+        return "No response of a later mini-batch had a direction (every group's rewards were equal): nothing to rank."
+    parts = [f"On {credit['responses']} step-1 responses of later mini-batches, the two methods' per-token credit "
+             f"has a mean Spearman correlation of {_cell(credit['rho_mean'], '+.2f')} (median "
+             f"{_cell(credit['rho_median'], '+.2f')})."]
+    for method in (a, b):
+        ranked = {g: r for g, r in groups[method].items() if r is not None and groups["tokens"][g] > 0}
+        if ranked and max(ranked.values()) - min(ranked.values()) < 1e-9:
+            parts.append(f"{method.upper()} ranks every segment kind alike ({next(iter(ranked.values())):.2f}): "
+                         "ranks are taken within a response, and these responses each lie in one segment.")
+        elif ranked:
+            top, low = max(ranked, key=ranked.get), min(ranked, key=ranked.get)
+            parts.append(f"{method.upper()} ranks {top} tokens highest (mean rank {ranked[top]:.2f}) and {low} "
+                         f"lowest ({ranked[low]:.2f}).")
+    verify = [groups[m].get("verify_open") for m in (a, b)]
+    if all(v is not None for v in verify):
+        more = a if verify[0] > verify[1] else b
+        parts.append(f"The tokens that open a verification move rank {verify[0]:.2f} under {a.upper()} and "
+                     f"{verify[1]:.2f} under {b.upper()}: {more.upper()} credits them more, relative to the rest.")
+    return " ".join(parts)
+
+
+def _credit_html(credit: dict | None) -> str:
+    if not credit:
+        return ""
+    from .views.colours import colour
+
+    a, b = credit["methods"]
+    groups = credit["groups"]
+    head = f"<tr><th>group</th><th>tokens</th><th>{a.upper()} mean rank</th><th>{b.upper()} mean rank</th></tr>"
+    body = "".join(f"<tr><td>{html.escape(g)}</td><td>{int(groups['tokens'][g])}</td>"
+                   f"<td>{_cell(groups[a][g], '.3f')}</td><td>{_cell(groups[b][g], '.3f')}</td></tr>"
+                   for g in groups["tokens"] if groups["tokens"][g])
+    strips = []
+    from .analysis.credit import percentile_ranks
+
+    for row in credit["rows"][:6]:
+        lines = []
+        for method in (a, b):
+            ranks = percentile_ranks([v * row["direction"] for v in row["credit"][method]])
+            spans = "".join(f'<span style="background:{colour(float(r), 0.5, 0.5)}" title="{v:+.4f}">'
+                            f"{html.escape(t)}</span>" for t, r, v in zip(row["tokens"], ranks, row["credit"][method]))
+            lines.append(f"<div><b>{method.upper()}</b> <span style='white-space:pre-wrap'>{spans}</span></div>")
+        strips.append(f"<p>row {row['row']} (mini-batch {row['mini_batch']}, reward {row['reward']:+g}, "
+                      f"rho {_cell(row['rho'], '+.2f')}){''.join(lines)}</p>")
+    return (f"<h2>Credit, token by token: {a.upper()} against {b.upper()}</h2>"
+            f"<p>{html.escape(credit_note(credit))}</p><p>A token's credit is the advantage its loss used ("
+            "A·f for FIPO, the critic's GAE advantage for PPO), read in the direction of the response's outcome and "
+            "ranked within the response (0: least, 1: most; red above the middle, blue below; hover for the "
+            "value). Both methods trained on the same step-1 tokens.</p>"
+            f"<table>{head}{body}</table>{''.join(strips)}")
 
 
 def load(out) -> Comparison:
@@ -228,7 +316,8 @@ def load(out) -> Comparison:
     losses = info["losses"]
     metrics = {loss: read_jsonl(out / loss / "metrics.jsonl") for loss in losses}
     evals = {loss: read_jsonl(out / loss / "eval.jsonl") for loss in losses}
-    return Comparison(out, losses, metrics, evals, info)
+    credit = json.loads((out / "credit.json").read_text()) if (out / "credit.json").exists() else None
+    return Comparison(out, losses, metrics, evals, info, credit)
 
 
 def _figure_png(comparison: Comparison, title: str, key: str, source: str = "metrics") -> str | None:
@@ -297,6 +386,7 @@ Each loss trained from the same initial policy, prompt order and sampling seeds.
 <p>Per step: a line per loss. "verify_open" is the tokens that open a verification move ("Wait,", "Let me
 double-check"); "rest" all other tokens. Weights and Future-KL are means over the tokens that entered the loss.</p>
 <h2>Over the steps</h2>{''.join(figures)}
+{_credit_html(comparison.credit)}
 <h2>Means over the steps</h2><table><tr>{''.join(f'<th>{html.escape(n)}</th>' for n, _, _ in summary_columns)}</tr>{summary}</table>
 <h2>Per step</h2><table><tr>{head}</tr>{body}</table>
 </body></html>

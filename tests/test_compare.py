@@ -66,3 +66,26 @@ def test_bad_losses_are_named_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="named twice"):
         compare("cpu-smoke", 1, tmp_path, losses=("dapo", "dapo"))
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_ppo_starts_alike_and_its_credit_is_shown_beside_fipos(tmp_path):
+    seen = {}
+    comparison = compare("cpu-smoke", 1, tmp_path, losses=("fipo", "ppo"), overrides=["trace_samples=2"], progress=False,
+                         report=False, callback=lambda loss, result: seen.setdefault(loss, result))
+    assert comparison.info["same_initial_policy"] and comparison.info["same_step1_rollouts"]
+    fipo, ppo = seen["fipo"], seen["ppo"]
+    assert torch.equal(fipo.rollout.response_ids, ppo.rollout.response_ids)
+    assert ppo.values is not None and "critic/vf_loss" in ppo.metrics and "critic/vf_loss" not in fipo.metrics
+    credit = json.loads((tmp_path / "credit.json").read_text())
+    assert credit["methods"] == ["fipo", "ppo"] and credit["responses"] == len(credit["rows"]) > 0
+    row = credit["rows"][0]
+    length = int(fipo.rollout.response_lengths[row["row"]])
+    # FIPO's credit is A_i * f_t, PPO's the critic's GAE advantage, on the same tokens
+    expected = (fipo.advantages[row["row"]] * fipo.weights[row["row"], :length]).double()
+    assert torch.allclose(torch.tensor(row["credit"]["fipo"], dtype=torch.float64), expected, rtol=1e-6)
+    assert torch.allclose(torch.tensor(row["credit"]["ppo"], dtype=torch.float64),
+                          ppo.token_advantages[row["row"], :length].double())
+    page = comparison.html.read_text()
+    assert "Credit, token by token: FIPO against PPO" in page and 'alt="critic: value loss"' in page
+    assert load(tmp_path).credit == credit

@@ -19,8 +19,7 @@ from fipo_nb.config.fields import (
 from fipo_nb.presets import get_preset
 
 ROOT = Path(__file__).resolve().parents[1]
-ONLY_VERL_SETTINGS = ["strategy", "advantage_estimator", "gae_lambda", "critic_lr", "rollout_tensor_parallel",
-                      "rollout_gpu_memory", "sequence_parallel", "offload"]
+ONLY_VERL_SETTINGS = ["strategy", "rollout_tensor_parallel", "rollout_gpu_memory", "sequence_parallel", "offload"]
 ONLY_SINGLE_SETTINGS = ["logprob_chunk_size", "rollout_backend", "pack_sequences"]
 
 

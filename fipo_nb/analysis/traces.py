@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from ..models.tokens import token_pieces
 
-TOKEN_ARRAYS = ("log_ratio", "ratio", "future_kl", "weight", "post_update_future_kl")
+TOKEN_ARRAYS = ("log_ratio", "ratio", "future_kl", "weight", "post_update_future_kl", "token_advantage", "value")
 
 SCHEMA = pa.schema([
     ("step", pa.int32()), ("sample", pa.int32()), ("problem_id", pa.string()), ("mini_batch", pa.int32()),
@@ -61,12 +61,14 @@ def select_rows(mini_batch, advantages, count: int, seed: int) -> list[int]:
 def trace_record(*, step: int, sample: int, mini_batch: int, loss: str, prompt: str, tokens: list[str],
                  token_ids: list[int], reward, advantage: float, correct, finish_reason: str, in_loss: bool,
                  log_ratio, future_kl, weight, post_update_future_kl=None, problem_id: str = "",
-                 answer: str = "") -> dict:
+                 answer: str = "", token_advantage=None, value=None) -> dict:
     """One trace record (SCHEMA's fields): the one place a record is put together, for the trainer
     (`step_records`) and for the verl trace hook.
 
     tokens: the decoded piece of every token (joined, the response text); log_ratio, future_kl,
     weight: [L] tensors; post_update_future_kl: [L] tensor or None. ratio is exp(log_ratio).
+    token_advantage: [L] the advantage each token's loss used (A * f_t: FIPO's credit; A for DAPO and
+    GRPO; the GAE advantage for PPO), or None; value: [L] the critic's values (PPO), or None.
     """
     import torch
 
@@ -77,6 +79,8 @@ def trace_record(*, step: int, sample: int, mini_batch: int, loss: str, prompt: 
         "tokens": tokens, "log_ratio": log_ratio.tolist(), "ratio": torch.exp(log_ratio).tolist(),
         "future_kl": future_kl.tolist(), "weight": weight.tolist(),
         "post_update_future_kl": None if post_update_future_kl is None else post_update_future_kl.tolist(),
+        "token_advantage": None if token_advantage is None else token_advantage.tolist(),
+        "value": None if value is None else value.tolist(),
     }
 
 
@@ -95,6 +99,8 @@ def step_records(result, rows: list[int], tokenizer, *, loss: str, post_update_f
             log_ratio=result.log_ratio[row, :length], future_kl=result.future_kl[row, :length],  # [L] each
             weight=result.weights[row, :length],
             post_update_future_kl=None if post_update_future_kl is None else post_update_future_kl[i, :length],
+            token_advantage=None if result.token_advantages is None else result.token_advantages[row, :length],
+            value=None if result.values is None else result.values[row, :length],
         ))
     return records
 

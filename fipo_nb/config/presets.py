@@ -39,6 +39,18 @@ _QLORA_GPU = dict(  # single-GPU QLoRA on Qwen2.5-Instruct; each preset changes 
     max_response_length=4096, gradient_checkpointing=True, steps=300,
 )
 
+_DEMO = dict(  # SmolLM2-135M-Instruct (offline), LoRA, one-digit sums worked step by step and checked
+    model="smollm2-135m-instruct", mode="lora", lora_r=16, lora_alpha=32, device="cpu",
+    data="arithmetic?size=200&terms=2&digits=1&operators=+",
+    instruction="{problem}\nSolve it step by step: write each calculation, then check your result, "
+                "and end with the final number.", temperature=0.7,
+    prompts_per_step=4, samples_per_prompt=4, mini_batch_size=2, micro_batch_size=8, lr=2e-4,
+    lr_warmup_steps=0, weight_decay=0.0, max_prompt_length=256, max_response_length=96,
+    answer_mode="last_number", steps=5, output_dir="runs/demo", trace_post_update=True,
+    eval_data="arithmetic?size=8&seed=1234&terms=2&digits=1&operators=+",
+    eval_every=5, eval_k=4, eval_temperature=0.7, eval_top_p=1.0,
+)
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
@@ -58,15 +70,14 @@ PRESETS: dict[str, Preset] = {
             # a 135M model neither writes "Answer:" lines nor stays coherent at temperature 1.0: the demo
             # reads the last number and samples at 0.7, which gives ~45% accuracy and mixed groups; asked to
             # work step by step and check, it writes several steps and sometimes a check (phases 1 to 3)
-            dict(model="smollm2-135m-instruct", mode="lora", lora_r=16, lora_alpha=32, device="cpu",
-                 data="arithmetic?size=200&terms=2&digits=1&operators=+",
-                 instruction="{problem}\nSolve it step by step: write each calculation, then check your result, "
-                             "and end with the final number.", temperature=0.7,
-                 prompts_per_step=4, samples_per_prompt=4, mini_batch_size=2, micro_batch_size=8, lr=2e-4,
-                 lr_warmup_steps=0, weight_decay=0.0, max_prompt_length=256, max_response_length=96,
-                 answer_mode="last_number", steps=5, output_dir="runs/demo", trace_post_update=True,
-                 eval_data="arithmetic?size=8&seed=1234&terms=2&digits=1&operators=+",
-                 eval_every=5, eval_k=4, eval_temperature=0.7, eval_top_p=1.0),
+            _DEMO,
+        ),
+        Preset(
+            "demo-ppo",
+            "the demo as PPO: GAE advantages from a critic (a second LoRA adapter and a value head on the same "
+            "frozen base), the DAPO loss: FIPO's credit against a value model's, on a 2-core CPU",
+            dict(_DEMO, advantage_estimator="gae", fipo=dict(loss="dapo"), gae_lambda=1.0, critic_gae_lambda=1.0,
+                 critic_lr=1e-3, value_clip=0.5, output_dir="runs/demo-ppo"),
         ),
         Preset(
             "qlora-qwen2.5-0.5b",

@@ -213,22 +213,39 @@ class TrainConfig:
             "(the fipo.* settings).",
         factory=FIPOConfig, verl=Rule("fipo"))
 
+    # ---------------------------------------------------------------- the advantage: group-normalised, or PPO's critic
+    advantage_estimator: str = setting(
+        "grpo", '"grpo": rewards normalised within each prompt\'s group (FIPO, DAPO, GRPO). "gae": PPO\'s '
+                "generalised advantage estimation with a learned value model (a critic); independent of fipo.loss "
+                '(PPO is gae with fipo.loss="dapo"; gae with "fipo" re-weights GAE advantages by Future-KL).',
+        choices=ADVANTAGE_ESTIMATORS, verl=Rule("advantage_estimator"))
+    gae_lambda: float = setting(
+        1.0, 'GAE\'s lambda for the policy\'s advantages when advantage_estimator="gae" (gamma is 1: one reward, at '
+             "the end of the response).",
+        at_least=0, at_most=1, verl=Rule("critic"))
+    gae_lambda_alpha: float | None = setting(
+        None, "VAPO's length-adaptive lambda for the policy: lambda = 1 - 1 / (alpha * length) per response (VAPO: "
+              "0.05); None: gae_lambda for every response.",
+        above=0, verl=Rule("critic"))
+    critic_gae_lambda: float = setting(
+        1.0, "GAE's lambda for the critic's targets (VC-PPO's decoupled GAE: 1.0, unbiased returns).",
+        at_least=0, at_most=1, verl=Rule("critic"))
+    critic_lr: float = setting(
+        1e-5, 'The critic\'s learning rate (its own AdamW) when advantage_estimator="gae".',
+        above=0, verl=Rule("critic"))
+    critic_warmup: int = setting(
+        0, "Steps at the start that train only the critic (verl's trainer.critic_warmup; VC-PPO's value "
+           "pre-training): the policy stays as it is until they are done.",
+        at_least=0, verl=Keys(critic="trainer.critic_warmup"))
+    value_clip: float = setting(
+        0.5, "The clipped value loss's range: v is kept within v_old +- value_clip (verl's critic.cliprange_value).",
+        above=0, verl=Keys(critic="critic.cliprange_value"))
+
     # ---------------------------------------------------------------- verl runs only (`fipo-nb launch verl`)
     strategy: str = setting(
         "single", '"single": fipo_nb\'s own trainer, one process. "verl" / "fsdp2": the scale-out path, run by '
                   'verl (`fipo-nb launch verl`; "fsdp2" picks verl\'s FSDP2 engine, "verl" its default FSDP).',
         choices=STRATEGIES, scope=ONLY_VERL, verl=Rule("strategy"))
-    advantage_estimator: str = setting(
-        "grpo", '"grpo": rewards normalised within each prompt\'s group (FIPO, DAPO, GRPO). "gae": PPO\'s '
-                "generalised advantage estimation with a learned value model (a critic); only `fipo-nb launch "
-                "verl` runs it.",
-        choices=ADVANTAGE_ESTIMATORS, scope=ONLY_VERL, verl=Rule("advantage_estimator"))
-    gae_lambda: float = setting(
-        1.0, 'GAE\'s lambda when advantage_estimator="gae" (gamma is 1: one reward, at the end of the response).',
-        at_least=0, at_most=1, scope=ONLY_VERL, verl=Rule("critic"))
-    critic_lr: float = setting(
-        1e-5, 'The critic\'s learning rate when advantage_estimator="gae".',
-        above=0, scope=ONLY_VERL, verl=Rule("critic"))
     rollout_tensor_parallel: int = setting(
         1, "GPUs per vLLM engine, i.e. its tensor parallelism (official 32B: 4).",
         at_least=1, scope=ONLY_VERL, verl=Keys("actor_rollout_ref.rollout.tensor_model_parallel_size"))
@@ -239,7 +256,7 @@ class TrainConfig:
         1, "Ulysses sequence-parallel degree of the training passes (official 32B: 8).",
         at_least=1, scope=ONLY_VERL,
         verl=Keys("actor_rollout_ref.actor.ulysses_sequence_parallel_size",
-                  critic="critic.ulysses_sequence_parallel_size"))
+                  critic=("critic.ulysses_sequence_parallel_size", "critic.fsdp.ulysses_sequence_parallel_size")))
     offload: bool = setting(
         False, "FSDP keeps parameters, gradients and optimizer states in CPU memory (official 32B: on).",
         scope=ONLY_VERL, verl=Keys("actor_rollout_ref.actor.fsdp_config.param_offload",
@@ -263,6 +280,14 @@ class TrainConfig:
     def __post_init__(self):
         if isinstance(self.fipo, dict):  # config.json and presets spell the algorithm as a dict
             self.fipo = FIPOConfig(**self.fipo)
+
+    @property
+    def method(self) -> str:
+        """The run's method in one word: "ppo" (GAE with the DAPO loss), "fipo+gae" / "grpo+gae" (GAE
+        advantages under another loss), else the loss: "fipo", "dapo" or "grpo"."""
+        if self.advantage_estimator == "gae":
+            return "ppo" if self.fipo.loss == "dapo" else f"{self.fipo.loss}+gae"
+        return self.fipo.loss
 
     def validate(self) -> "TrainConfig":
         """Raise ValueError naming the first bad field and what it allows; return self."""

@@ -4,6 +4,7 @@ RUN_DIR/checkpoints/step-N/ holds
     trainable.safetensors   every trainable parameter by name (LoRA adapters, or all weights)
     adapter/                the LoRA adapter in PEFT's own format, for use outside fipo_nb (LoRA modes)
     optimizer.pt, scheduler.pt, rng.pt (python, numpy, torch states)
+    critic.safetensors, critic_optimizer.pt   with a critic (PPO): its adapter or weights, head, AdamW
     trainer_state.json      step, data-order position
     config.json             the run's resolved TrainConfig
     manifest.json           size and sha256 of every file above; written last
@@ -166,7 +167,8 @@ def latest_checkpoint(run_dir, *, fallback: bool = False) -> Path | None:
     return None
 
 
-def save_training_state(folder: Path, *, policy, optimizer, scheduler, sampler, step: int, config) -> None:
+def save_training_state(folder: Path, *, policy, optimizer, scheduler, sampler, step: int, config, critic=None,
+                        critic_optimizer=None) -> None:
     """Write everything a run needs to continue exactly into `folder` (see the module doc)."""
     import random
 
@@ -180,6 +182,11 @@ def save_training_state(folder: Path, *, policy, optimizer, scheduler, sampler, 
     if policy.mode in ("lora", "qlora"):
         with writing(folder / "adapter") as path:
             policy.model.save_pretrained(path)
+    if critic is not None:
+        with writing(folder / "critic.safetensors") as path:
+            save_file(critic.named_state(), path)
+        with writing(folder / "critic_optimizer.pt") as path, path.open("wb") as handle:
+            torch.save(critic_optimizer.state_dict(), handle)
     rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
     for name, state in (("optimizer.pt", optimizer.state_dict()), ("scheduler.pt", scheduler.state_dict()),
@@ -193,7 +200,8 @@ def save_training_state(folder: Path, *, policy, optimizer, scheduler, sampler, 
         path.write_text(json.dumps(config.to_dict(), indent=2))
 
 
-def load_training_state(folder, *, policy, optimizer, scheduler, sampler, verified: bool = False) -> int:
+def load_training_state(folder, *, policy, optimizer, scheduler, sampler, verified: bool = False, critic=None,
+                        critic_optimizer=None) -> int:
     """Restore a checkpoint written by save_training_state (verified first, unless the caller just
     did: hashing full weights takes a while); returns its step."""
     import random
@@ -214,6 +222,16 @@ def load_training_state(folder, *, policy, optimizer, scheduler, sampler, verifi
     with torch.no_grad():
         for name, param in params.items():
             param.copy_(saved[name].to(param.device))
+    if critic is not None:
+        critic_path = folder / "critic.safetensors"
+        if not critic_path.is_file():
+            raise CheckpointError(f"{critic_path}: missing; this run trains a critic (advantage_estimator='gae'), "
+                                  "the checkpoint has none")
+        try:
+            critic.load_named_state(load_file(critic_path))
+        except KeyError as err:
+            raise CheckpointError(f"{critic_path}: {err.args[0]}") from None
+        critic_optimizer.load_state_dict(torch.load(folder / "critic_optimizer.pt", weights_only=True))
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
     rng = torch.load(folder / "rng.pt", weights_only=False)  # python and numpy states are not tensors

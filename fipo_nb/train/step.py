@@ -4,10 +4,12 @@
     2. rollout            G sampled responses each (rollout.generate)                 collect.py
     3. reward             scores, DAPO's overlong shaping and overlong filtering      collect.py
     4. dynamic sampling   1-3 again until the batch has enough informative groups     collect.py
-    5. advantages         rewards normalised within each prompt's group (core.group_advantages)
-    6. old log-probs      one no-grad pass of the training model (never the sampler's)
-    7. updates            for each mini-batch: log-probs -> core.policy_loss -> backward -> clip
-                          -> optimizer step                                           update.py
+    5. old log-probs      one no-grad pass of the training model (never the sampler's); with a
+                          critic (advantage_estimator="gae"), its values beside them
+    6. advantages         rewards normalised within each prompt's group (core.group_advantages),
+                          or GAE over the critic's values (ppo.gae) and the critic's returns
+    7. updates            for each mini-batch: [the critic: values -> ppo.value_loss -> step, then]
+                          log-probs -> core.policy_loss -> backward -> clip -> optimizer step  update.py
     8. record             metrics, traces, evaluation, checkpoint
 
 The first mini-batch of a rollout sees the policy that produced the old log-probs, so its
@@ -31,10 +33,11 @@ import torch
 from ..analysis import traces
 from ..analysis.segments import step_segment_metrics
 from ..core import future_kl, group_advantages
+from ..ppo import critic_metrics, gae, length_adaptive_lambda
 from ..rollout import Rollout
 from .collect import Batch
 from .metrics import merge_loss_metrics, rollout_metrics
-from .update import accumulate_gradient, micro_batch_ranges, optimizer_step
+from .update import accumulate_gradient, micro_batch_ranges, optimizer_step, value_update
 
 if TYPE_CHECKING:
     from .trainer import FIPOTrainer
@@ -57,8 +60,10 @@ class Experience:
 
     batch: Batch
     loss_mask: torch.Tensor  # [N, R] response tokens that enter the loss (overlong filtering applied)
-    advantages: torch.Tensor  # [N] one per response
+    advantages: torch.Tensor  # [N] one per response (group-normalised), or [N, R] per token (GAE)
     old_log_probs: torch.Tensor  # [N, R] log pi_old, from the training model right after the rollout
+    values: torch.Tensor | None = None  # [N, R] the critic's values at rollout time (GAE only)
+    returns: torch.Tensor | None = None  # [N, R] the critic's targets (GAE only)
 
     def __len__(self) -> int:
         return len(self.batch.rollout)
@@ -78,6 +83,7 @@ class StepProgress:
     in_loss: torch.Tensor | None = None  # [N] rows that entered the loss (not overlong-filtered, not dropped)
     loss_metrics: list = field(default_factory=list)  # policy_loss metrics of every micro-batch
     grad_norms: list = field(default_factory=list)
+    critic_updates: list = field(default_factory=list)  # update.ValueUpdate per mini-batch (GAE only)
     skipped: int = 0  # updates with a non-finite loss or gradient
     empty: int = 0  # mini-batches without a token in the loss: no optimizer step
     metrics: dict = field(default_factory=dict)  # from sampling
@@ -104,7 +110,7 @@ class StepResult:
     responses: list[str]  # decoded response text per row
     rewards: torch.Tensor  # [N] after overlong shaping
     correct: list[bool]  # [N]
-    advantages: torch.Tensor  # [N]
+    advantages: torch.Tensor  # [N] per response (GAE: the mean of its tokens' advantages)
     old_log_probs: torch.Tensor  # [N, R]
     weights: torch.Tensor  # [N, R] the influence weight each token got in its update
     future_kl: torch.Tensor  # [N, R] Future-KL at the moment of its update
@@ -112,6 +118,9 @@ class StepResult:
     mini_batch: torch.Tensor  # [N] index of the update that used each row
     in_loss: torch.Tensor  # [N] bool: False for rows overlong-filtered or removed by the drop rule
     problems: list = field(default_factory=list)
+    token_advantages: torch.Tensor | None = None  # [N, R] the advantage each token's loss used: A * f_t
+    values: torch.Tensor | None = None  # [N, R] the critic's values at rollout time (GAE only)
+    returns: torch.Tensor | None = None  # [N, R] the critic's targets (GAE only)
 
 
 def run_step(trainer: "FIPOTrainer", progress: StepProgress, safe_point: Callable[[str], None]) -> StepResult:
@@ -124,12 +133,22 @@ def run_step(trainer: "FIPOTrainer", progress: StepProgress, safe_point: Callabl
         sampled = progress.sampled or trainer.sample()
         batch = sampled.batch
         started = time.perf_counter()
-        # 5. advantages: A_i = (R_i - mean_group(R)) / (std_group(R) + eps)
-        advantages = group_advantages(batch.rewards, config.samples_per_prompt)  # [N]
-        # 6. old log-probs, split into micro-batches as the updates split them
+        # 5. old log-probs, split into micro-batches as the updates split them
         old_log_probs = log_probs(trainer, batch.rollout)  # [N, R]
-        times = {**sampled.times, "logprob_s": time.perf_counter() - started, "update_s": 0.0}
-        progress.start(Experience(batch, batch.loss_mask, advantages, old_log_probs), dict(sampled.metrics), times)
+        times = {**sampled.times, "logprob_s": time.perf_counter() - started, "update_s": 0.0, "critic_s": 0.0}
+        if trainer.critic is None:
+            # 6. advantages: A_i = (R_i - mean_group(R)) / (std_group(R) + eps)
+            experience = Experience(batch, batch.loss_mask, group_advantages(batch.rewards, config.samples_per_prompt),
+                                    old_log_probs)
+        else:
+            started = time.perf_counter()
+            # 5b. the critic's values at rollout time, split as its updates split the rows
+            values = critic_values(trainer, batch.rollout)  # [N, R]
+            # 6. GAE advantages (whitened) for the policy, returns for the critic (each its own lambda)
+            advantages, returns = gae_targets(config, batch, values)  # [N, R] each
+            experience = Experience(batch, batch.loss_mask, advantages, old_log_probs, values, returns)
+            times["critic_s"] += time.perf_counter() - started
+        progress.start(experience, dict(sampled.metrics), times)
         safe_point(f"step {step} sampled; its updates run on the next call")
 
     # 7. for each mini-batch, in order: log-probs -> core.policy_loss -> backward -> clip -> optimizer step
@@ -138,11 +157,21 @@ def run_step(trainer: "FIPOTrainer", progress: StepProgress, safe_point: Callabl
     mini_batches = micro_batch_ranges(len(rollout), config.mini_batch_size * config.samples_per_prompt,
                                       config.micro_batch_size)
     params = trainer.policy.trainable_parameters()
+    train_policy = trainer.critic is None or step >= config.critic_warmup  # verl: critic_warmup <= global step
     for index in range(progress.next_update, len(mini_batches)):
-        started = time.perf_counter()
         micro_batches = mini_batches[index]
         rows = slice(micro_batches[0].start, micro_batches[-1].stop)
         progress.mini_batch[rows] = index
+        if trainer.critic is not None:  # verl updates the critic first, on the same mini-batch
+            started = time.perf_counter()
+            progress.critic_updates.append(update_critic(trainer, rollout, experience, micro_batches))
+            progress.times["critic_s"] += time.perf_counter() - started
+        if not train_policy:
+            progress.next_update += 1
+            if progress.next_update < len(mini_batches):
+                safe_point(f"step {step} stopped after update {progress.next_update}; the next call finishes it")
+            continue
+        started = time.perf_counter()
         gradient = accumulate_gradient(  # log-probs, policy_loss and backward of each micro-batch
             micro_batches, lambda micro: trainer.micro_log_probs(rollout.select(micro)), experience.old_log_probs,
             experience.advantages, experience.loss_mask, rollout.response_mask, config.fipo, params,
@@ -180,12 +209,20 @@ def run_step(trainer: "FIPOTrainer", progress: StepProgress, safe_point: Callabl
         "grad_norm_max": max(progress.grad_norms) if progress.grad_norms else 0.0,
         "lr": trainer.optimizer.param_groups[0]["lr"],
     }
+    if trainer.critic is not None:
+        metrics.update(step_critic_metrics(trainer, experience, progress, train_policy))
+    per_token = experience.advantages if experience.advantages.dim() == 2 else \
+        experience.advantages[:, None].expand_as(progress.weights)  # [N, R]
+    mask = rollout.response_mask
+    row_advantages = experience.advantages if experience.advantages.dim() == 1 else \
+        (per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)  # [N] GAE: mean over the response
     result = StepResult(
         step=step, metrics=metrics, rollout=rollout, prompts=batch.prompts, responses=batch.responses,
-        rewards=batch.rewards, correct=[s.correct for s in batch.scored], advantages=experience.advantages,
+        rewards=batch.rewards, correct=[s.correct for s in batch.scored], advantages=row_advantages,
         old_log_probs=experience.old_log_probs, weights=progress.weights, future_kl=progress.future_kl,
         log_ratio=progress.log_ratio, mini_batch=progress.mini_batch, in_loss=progress.in_loss,
-        problems=batch.problems,
+        problems=batch.problems, token_advantages=(per_token * progress.weights).masked_fill(~mask, 0.0),
+        values=experience.values, returns=experience.returns,
     )
     metrics.update(step_segment_metrics(result, trainer.policy.tokenizer))  # weight per reasoning segment
     if config.trace_samples:
@@ -198,12 +235,78 @@ def run_step(trainer: "FIPOTrainer", progress: StepProgress, safe_point: Callabl
     metrics.update({
         "time/generate_s": times["generate_s"], "time/reward_s": times["reward_s"],
         "time/logprob_s": times["logprob_s"], "time/update_s": times["update_s"], "time/step_s": step_s,
+        **({"time/critic_s": times["critic_s"]} if trainer.critic is not None else {}),
         "tokens_per_s": float(rollout.response_lengths.sum()) / step_s,
     })
     trainer.complete_step(result)  # metrics.jsonl, the lr schedule, the step count
     if config.save_every > 0 and step % config.save_every == 0:
         trainer.save()
     return result
+
+
+def critic_values(trainer: "FIPOTrainer", rollout: Rollout) -> torch.Tensor:
+    """No-grad values [N, R] of every row (0 at padding), split into mini- and micro-batches as the
+    critic's updates split them, so the first update's values start exactly at the old ones."""
+    config = trainer.config
+    parts = micro_batch_ranges(len(rollout), config.mini_batch_size * config.samples_per_prompt,
+                               config.micro_batch_size)
+    out = torch.zeros(rollout.response_ids.shape)  # [N, R]
+    with torch.no_grad(), trainer.critic.active():
+        for micro in (m for mini in parts for m in mini):
+            part = rollout.select(micro)
+            values = trainer.critic.values(part.prompt_ids, part.prompt_mask, part.response_ids, part.response_mask)
+            out[micro.start: micro.stop, : values.shape[1]] = (values * part.response_mask.to(values.device)).cpu()
+    return out
+
+
+def gae_targets(config, batch: Batch, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(advantages for the policy, returns for the critic), [N, R] each: GAE with gamma 1 and the one
+    reward at each response's last token. The policy's lambda is gae_lambda, or VAPO's length-adaptive
+    1 - 1 / (alpha * length) when gae_lambda_alpha is set; the critic's is critic_gae_lambda (VC-PPO's
+    decoupled GAE). Advantages are whitened over the batch's response tokens (verl)."""
+    rollout = batch.rollout
+    mask = rollout.response_mask.long()  # [N, R]
+    lengths = rollout.response_lengths.long()  # [N]
+    rewards = torch.zeros(values.shape, dtype=values.dtype)  # [N, R]
+    last = (lengths - 1).clamp(min=0)
+    rewards[torch.arange(len(lengths)), last] = batch.rewards.to(values.dtype) * (lengths > 0)
+    lam = config.gae_lambda if config.gae_lambda_alpha is None else \
+        length_adaptive_lambda(lengths, config.gae_lambda_alpha).to(values.dtype)
+    advantages, returns = gae(rewards, values, mask, 1.0, lam)
+    if config.gae_lambda_alpha is not None or config.critic_gae_lambda != config.gae_lambda:
+        _, returns = gae(rewards, values, mask, 1.0, config.critic_gae_lambda)
+    return advantages * mask, returns * mask
+
+
+def update_critic(trainer: "FIPOTrainer", rollout: Rollout, experience: Experience, micro_batches: list[range]):
+    """One critic update on a mini-batch (update.value_update) with the critic's adapter active."""
+    config, critic = trainer.config, trainer.critic
+
+    def values_of(micro: range) -> torch.Tensor:
+        part = rollout.select(micro)
+        return critic.values(part.prompt_ids, part.prompt_mask, part.response_ids, part.response_mask)
+
+    with critic.active():
+        return value_update(micro_batches, values_of, experience.values, experience.returns, experience.loss_mask,
+                            config.value_clip, trainer.critic_optimizer, critic.parameters(), config.grad_clip)
+
+
+def step_critic_metrics(trainer: "FIPOTrainer", experience: Experience, progress: StepProgress,
+                        train_policy: bool) -> dict[str, float]:
+    """verl's critic metrics of the step: values, returns, advantages, explained variance, and the value
+    loss and clip fraction averaged over the critic's updates; whether the policy sat out (critic_warmup)."""
+    updates = progress.critic_updates
+    norms = [u.grad_norm for u in updates if not isinstance(u.grad_norm, str)]
+    mask = experience.batch.rollout.response_mask
+    metrics = critic_metrics(experience.values, experience.returns, experience.advantages, mask,
+                             vf_loss=sum(u.loss for u in updates) / max(len(updates), 1),
+                             vf_clipfrac=sum(u.clipfrac for u in updates) / max(len(updates), 1))
+    metrics.update({
+        "critic/grad_norm": sum(norms) / len(norms) if norms else 0.0,
+        "critic/lr": trainer.critic_optimizer.param_groups[0]["lr"],
+        "critic/warmup": 0.0 if train_policy else 1.0,
+    })
+    return metrics
 
 
 def log_probs(trainer: "FIPOTrainer", rollout: Rollout, rows: list[int] | None = None) -> torch.Tensor:

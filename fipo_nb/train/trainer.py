@@ -22,6 +22,7 @@ from ..analysis import traces
 from ..config import TrainConfig
 from ..data import PromptSampler, config_problems
 from ..models import Policy, load_policy, switch_off_dropout
+from ..models.critic import Critic
 from ..models.packing import response_logprobs
 from ..rewards import MathReward
 from ..rollout import Rollout, pad_token_id
@@ -75,9 +76,6 @@ class FIPOTrainer:
                 f"strategy {config.strategy!r} needs the scale-out path: verl runs it, "
                 "`fipo-nb launch verl --preset NAME` writes the launch and `fipo-nb plan --preset NAME` its memory plan"
             )
-        if config.advantage_estimator != "grpo":
-            raise ValueError(f"advantage_estimator {config.advantage_estimator!r} (PPO) needs a critic, which only the "
-                             "scale-out path has: `fipo-nb launch verl`")
         self.problems = list(problems) if problems is not None else config_problems(config, "train")
         self.eval_problems = eval_problems  # data first: a bad file fails before a model is loaded
         if eval_problems is None and (config.eval_data is not None or config.eval_holdout):  # eval_limit: distinct
@@ -100,6 +98,12 @@ class FIPOTrainer:
             self.policy.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_multiplier(config))
+        self.critic: Critic | None = None  # PPO's value model (advantage_estimator="gae"), on the policy's base
+        self.critic_optimizer = None
+        if config.advantage_estimator == "gae":
+            self.critic = Critic(self.policy, seed=config.seed)
+            self.critic_optimizer = torch.optim.AdamW(self.critic.parameters(), lr=config.critic_lr,
+                                                      weight_decay=config.weight_decay)
         self.step_count = 0
         self.history: list[dict[str, float]] = []
         self._progress: StepProgress | None = None  # the step in progress, if any
@@ -209,7 +213,7 @@ class FIPOTrainer:
             steps = max(until - self.step_count, 0)
         steps = self.config.steps if steps is None else steps
         done = []
-        name = "FIPO" if self.config.fipo.loss == "fipo" else self.config.fipo.loss.upper()
+        name = self.config.method.upper()
         bar = tqdm(total=steps, desc=name, disable=not progress, unit="step")
         if table:
             bar.write(format_table_header())
@@ -242,7 +246,7 @@ class FIPOTrainer:
             return checkpoint_dir(self.out_dir, self.step_count)  # nothing changed since
         folder = write_checkpoint(self.out_dir, self.step_count, lambda folder: save_training_state(
             folder, policy=self.policy, optimizer=self.optimizer, scheduler=self.scheduler, sampler=self.sampler,
-            step=self.step_count, config=self.config,
+            step=self.step_count, config=self.config, critic=self.critic, critic_optimizer=self.critic_optimizer,
         ))
         self._saved_step = self.step_count
         return folder
@@ -251,7 +255,8 @@ class FIPOTrainer:
         """Restore weights, optimizer, scheduler, RNG and data order from a checkpoint folder;
         metrics, evaluations and traces of later steps are dropped (the run continues from there)."""
         self.step_count = load_training_state(folder, policy=self.policy, optimizer=self.optimizer,
-                                              scheduler=self.scheduler, sampler=self.sampler, verified=verified)
+                                              scheduler=self.scheduler, sampler=self.sampler, verified=verified,
+                                              critic=self.critic, critic_optimizer=self.critic_optimizer)
         self._saved_step = self.step_count
         self._progress = None
         self._clear_run_files(self.step_count)

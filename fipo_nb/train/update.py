@@ -25,7 +25,9 @@ import torch
 from ..config import FIPOConfig
 from ..core import policy_loss
 
-__all__ = ["MiniBatchGradient", "accumulate_gradient", "micro_batch_ranges", "optimizer_step"]
+__all__ = [
+    "MiniBatchGradient", "ValueUpdate", "accumulate_gradient", "micro_batch_ranges", "optimizer_step", "value_update",
+]
 
 
 def micro_batch_ranges(n_rows: int, rows_per_update: int, micro_batch_size: int) -> list[list[range]]:
@@ -137,3 +139,47 @@ def optimizer_step(optimizer, parameters: list[torch.nn.Parameter], gradient: Mi
         return norm.item()
     finally:
         optimizer.zero_grad(set_to_none=True)
+
+
+@dataclass
+class ValueUpdate:
+    """What one mini-batch's critic update did."""
+
+    loss: float  # the clipped value loss, token-mean over the mini-batch
+    clipfrac: float  # share of its tokens where the clipped branch was larger
+    grad_norm: str | float  # as optimizer_step returns it
+
+
+def value_update(micro_batches: list[range], values_of: Callable[[range], torch.Tensor], old_values: torch.Tensor,
+                 returns: torch.Tensor, loss_mask: torch.Tensor, value_clip: float, optimizer,
+                 parameters: list[torch.nn.Parameter], grad_clip: float) -> ValueUpdate:
+    """One critic update on a mini-batch: the clipped value loss (`ppo.value_loss`) of each micro-batch,
+    weighted by its share of the mini-batch's tokens (the exact token-mean over the mini-batch, as the
+    policy's), backward, clip, step. values_of(rows) -> [n, r] V of those rows, with grad; old_values,
+    returns, loss_mask: [N, R] for the whole rollout."""
+    from ..ppo import value_loss
+
+    rows = range(micro_batches[0].start, micro_batches[-1].stop)
+    tokens = int(loss_mask[rows.start: rows.stop].sum())
+    for param in parameters:
+        param.grad = None
+    total_loss = total_clip = 0.0
+    finite = True
+    for micro in micro_batches:
+        mask = loss_mask[micro.start: micro.stop]
+        share = int(mask.sum()) / tokens if tokens else 0.0
+        if share == 0.0:
+            continue
+        vpreds = values_of(micro)  # [n, r]
+        r, device = vpreds.shape[1], vpreds.device
+        loss, clipfrac = value_loss(vpreds, returns[micro.start: micro.stop, :r].to(device),
+                                    old_values[micro.start: micro.stop, :r].to(device), mask[:, :r].to(device),
+                                    value_clip)
+        if not torch.isfinite(loss):
+            finite = False
+            break
+        (loss * share).backward()
+        total_loss += loss.item() * share
+        total_clip += clipfrac.item() * share
+    gradient = MiniBatchGradient(finite=finite, tokens=tokens, kept=tokens)
+    return ValueUpdate(total_loss, total_clip, optimizer_step(optimizer, parameters, gradient, grad_clip))

@@ -15,7 +15,7 @@ import math
 
 from ..analysis import phases, segments
 
-METRICS = ("weight", "future_kl", "post_update_future_kl", "log_ratio", "ratio")
+METRICS = ("weight", "future_kl", "post_update_future_kl", "log_ratio", "ratio", "token_advantage", "value")
 INFO = ("step", "sample", "problem_id", "mini_batch", "loss", "reward", "advantage", "correct", "answer",
         "finish_reason", "in_loss", "prompt")
 SUMMARY_GROUPS = (*phases.SEGMENT_KINDS, segments.OPENING)  # the rows a response's summary can have

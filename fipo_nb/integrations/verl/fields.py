@@ -337,9 +337,19 @@ def _advantage_estimator(x: _Context, name: str):
 
 
 def _critic(x: _Context, name: str):
-    """Written by advantage_estimator's rule; a note when advantage_estimator=grpo leaves it unused."""
+    """Written by advantage_estimator's rule; a note when advantage_estimator=grpo leaves it unused.
+    verl 0.9.1 has one lambda (algorithm.lam) for the policy's advantages and the critic's targets, and no
+    length-adaptive lambda: a launch that asks for either is refused by name."""
+    c = x.c
     if not x.gae:
-        x.launch.notes.append(f"{name}={getattr(x.c, name)!r}: unused with advantage_estimator=grpo")
+        x.launch.notes.append(f"{name}={getattr(c, name)!r}: unused with advantage_estimator=grpo")
+    elif name == "critic_gae_lambda" and c.critic_gae_lambda != c.gae_lambda:
+        raise LaunchError(f"TrainConfig.critic_gae_lambda={c.critic_gae_lambda!r}: verl 0.9.1 uses one lambda "
+                          f"(algorithm.lam = gae_lambda = {c.gae_lambda!r}) for advantages and the critic's targets; "
+                          "set them equal, or train with fipo_nb's own trainer")
+    elif name == "gae_lambda_alpha" and c.gae_lambda_alpha is not None:
+        raise LaunchError("TrainConfig.gae_lambda_alpha: verl 0.9.1 has no length-adaptive lambda (VAPO); "
+                          "leave it None, or train with fipo_nb's own trainer")
     return []
 
 

@@ -92,6 +92,13 @@ def test_paper_ppo_32b_has_gae_and_a_critic(hydra, tmp_path, qwen32b_folder):
     assert cfg.algorithm.adv_estimator == "gae" and need_critic(cfg) and cfg.critic.optim.lr == 1e-5
     assert (cfg.algorithm.gamma, cfg.algorithm.lam) == (1.0, 1.0) and not cfg.algorithm.filter_groups.enable
     assert cfg.critic.model.path == str(qwen32b_folder) and cfg.critic.ulysses_sequence_parallel_size == 8
+    # verl 0.9.1's critic engine reads its own fsdp section: the deprecated key alone leaves it at 1
+    assert cfg.critic.fsdp.ulysses_sequence_parallel_size == 8
+    from verl.utils.config import omega_conf_to_dataclass
+
+    critic = omega_conf_to_dataclass(cfg.critic)
+    assert critic.fsdp.ulysses_sequence_parallel_size == critic.ulysses_sequence_parallel_size == 8
+    assert (cfg.critic.cliprange_value, cfg.trainer.critic_warmup) == (0.5, 0)  # value_clip, critic_warmup
     assert cfg.actor_rollout_ref.actor.clip_ratio_high == 0.2
 
 
