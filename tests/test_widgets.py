@@ -286,3 +286,16 @@ def test_a_saved_notebook_keeps_the_dashboards_last_step():
     (output,) = notebook.cells[0].outputs
     assert "application/vnd.jupyter.widget-view+json" in output.data  # still the live widget in JupyterLab
     assert "step 3 · reward/mean 0.3" in output.data["text/html"] and "no steps yet" not in output.data["text/html"]
+
+
+def test_the_dashboard_draws_the_critic_when_the_run_trains_one():
+    from fipo_nb.views.dashboard import CRITIC_PANEL, PANELS
+
+    plain = Dashboard()
+    plain.update({"step": 1, "reward/mean": 0.0, "accuracy/mean": 0.5, "length/mean": 3.0})
+    assert plain._panels() == PANELS
+    ppo = Dashboard()
+    ppo.update({"step": 1, "reward/mean": 0.0, "accuracy/mean": 0.5, "length/mean": 3.0, "critic/vf_loss": 0.4,
+                "critic/vf_explained_var": 0.1})
+    assert ppo._panels()[-1] == CRITIC_PANEL and ppo.history[-1]["critic/vf_loss"] == 0.4
+    assert "training curves" in ppo.to_html()

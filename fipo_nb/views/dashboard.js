@@ -9,6 +9,7 @@ const FIPO_PANELS = [
   ["mean weight per segment", "weight_mean"],
   ["mean Future-KL per segment", "future_kl_mean"],
 ];
+const FIPO_CRITIC_PANEL = ["critic (PPO)", [["critic/vf_loss", "#9467bd"], ["critic/vf_explained_var", "#2ca02c"], ["critic/values/mean", "#1f77b4"], ["critic/returns/mean", "#111"]]];
 
 function renderDashboard({ model, el }) {
   el.classList.add("fipo-view", "fipo-dashboard");
@@ -20,7 +21,8 @@ function renderDashboard({ model, el }) {
     const rows = model.get("history");
     const xs = rows.map((r) => r.step);
     const value = (key) => rows.map((r) => (key in r ? r[key] : null));
-    charts.replaceChildren(...FIPO_PANELS.map(([title, keys]) => fipoChart({
+    const panels = rows.some((r) => "critic/vf_loss" in r) ? [...FIPO_PANELS, FIPO_CRITIC_PANEL] : FIPO_PANELS;
+    charts.replaceChildren(...panels.map(([title, keys]) => fipoChart({
       title, xs, width: 260, height: 150,
       series: typeof keys === "string"  // a per-segment statistic: one line per segment group
         ? FIPO_SEGMENT_GROUPS.map((g) => ({ ...g, values: value(`segment/${g.name}/${keys}`) }))

@@ -16,6 +16,7 @@ KEYS = (
     "length/max", "fipo/weight_mean", "fipo/weight_max", "fipo/weight_min", "policy/clip_frac",
     "policy/dual_clip_frac", "fipo/weight_clip_frac_upper", "policy/approx_kl", "grad_norm", "time/step_s",
     *(f"segment/{g}/{stat}" for g in GROUPS for stat in ("weight_mean", "future_kl_mean", "token_frac")),
+    "critic/vf_loss", "critic/vf_explained_var", "critic/values/mean", "critic/returns/mean",
 )
 PANELS = [
     ("Reward and accuracy", ["reward/mean", "accuracy/mean"]),
@@ -27,6 +28,8 @@ PANELS = [
     ("Mean weight per segment", panel_keys("weight_mean")),
     ("Mean Future-KL per segment", panel_keys("future_kl_mean")),
 ]
+CRITIC_PANEL = ("Critic (PPO)", ["critic/vf_loss", "critic/vf_explained_var", "critic/values/mean",
+                                 "critic/returns/mean"])  # drawn when the run trains one
 
 
 class Dashboard(StaticHTMLFallback, anywidget.AnyWidget):
@@ -73,6 +76,10 @@ class Dashboard(StaticHTMLFallback, anywidget.AnyWidget):
 
     __call__ = update
 
+    def _panels(self) -> list:
+        critic = any("critic/vf_loss" in row for row in self.history)
+        return [*PANELS, CRITIC_PANEL] if critic else PANELS
+
     def to_html(self) -> str:
         if not self.history:
             return "<div class='fipo-static'>no steps yet</div>"
@@ -80,5 +87,6 @@ class Dashboard(StaticHTMLFallback, anywidget.AnyWidget):
         status = " · ".join(f"{k} {last[k]:.4g}" for k in ("step", "reward/mean", "accuracy/mean", "length/mean")
                             if k in last)
         return (f"<div class='fipo-static fipo-dashboard'><div style='font:12px system-ui'>{html.escape(status)}</div>"
-                f"<img alt='training curves' src='data:image/png;base64,{metric_figure_png(self.history, PANELS)}'>"
+                f"<img alt='training curves' src='data:image/png;base64,"
+                f"{metric_figure_png(self.history, self._panels())}'>"
                 "</div>")
