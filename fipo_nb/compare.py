@@ -275,7 +275,8 @@ def credit_note(credit: dict) -> str:
     return " ".join(parts)
 
 
-def _credit_html(credit: dict | None) -> str:
+def credit_html(credit: dict | None) -> str:
+    """The credit section of compare.html (empty without credit.json): the note, the table, six responses."""
     if not credit:
         return ""
     from .views.colours import colour
@@ -386,7 +387,7 @@ Each loss trained from the same initial policy, prompt order and sampling seeds.
 <p>Per step: a line per loss. "verify_open" is the tokens that open a verification move ("Wait,", "Let me
 double-check"); "rest" all other tokens. Weights and Future-KL are means over the tokens that entered the loss.</p>
 <h2>Over the steps</h2>{''.join(figures)}
-{_credit_html(comparison.credit)}
+{credit_html(comparison.credit)}
 <h2>Means over the steps</h2><table><tr>{''.join(f'<th>{html.escape(n)}</th>' for n, _, _ in summary_columns)}</tr>{summary}</table>
 <h2>Per step</h2><table><tr>{head}</tr>{body}</table>
 </body></html>
