@@ -34,6 +34,12 @@ def test_the_official_16x8x80_setup_fits_and_shows_its_arithmetic():
     assert line(p.training, "logits").gib == pytest.approx(22528 * 152064 * 8 / GIB)  # 25.5
     assert not any("shards (GPU)" in l.label for l in p.training)  # offloaded: on the CPU, 16 B / param / node
     assert sum(l.gib for l in p.cpu) == pytest.approx(16 * 32_763_876_352 / 16 / GIB)  # 30.5 GiB per node
+    # ... and loaded back onto each GPU for every update (verl 0.9.1): 16 B / param / GPU, 3.8 GiB
+    in_update = [l for l in p.training if "(GPU in update)" in l.label]
+    assert sum(l.gib for l in in_update) == pytest.approx(16 * 32_763_876_352 / 128 / GIB)
+    assert line(p.training, "embedding + output head").gib == pytest.approx(2 * 2 * 152064 * 5120 / GIB)  # untied
+    total = sum(l.gib for l in p.training)
+    assert 52 <= total <= 57  # what the official setup needs per GPU (an audit against verl 0.9.1: 52-57 GiB)
     weights = line(p.rollout, "vLLM weights").gib
     assert weights == pytest.approx(2 * 32_763_876_352 / 4 / GIB)  # bf16 at tensor parallel 4: 15.3 GiB
     kv = line(p.rollout, "vLLM KV cache").gib

@@ -68,7 +68,8 @@ def test_a_field_mapped_by_another_changes_that_fields_overrides_only(tmp_path):
 def test_unused_fields_are_listed_with_why(tmp_path):
     job = launch(get_preset("paper-fipo-32b"), out=tmp_path)
     unused = [d for d in described(TrainConfig) if isinstance(d.setting.verl, Unused)]
-    assert [d.name for d in unused] == ["logprob_chunk_size", "rollout_backend", "pack_sequences"]
+    assert [d.name for d in unused] == ["logprob_chunk_size", "rollout_backend", "pack_sequences", "reward_workers",
+                                        "reward_timeout"]
     for d in unused:
         assert f"{d.name}={getattr(job.config, d.name)!r}: {d.setting.verl.why}" in job.notes
 
@@ -122,7 +123,9 @@ def test_paper_fipo_32b_carries_the_official_script(tmp_path):
         "trainer.nnodes": "16", "trainer.n_gpus_per_node": "8", "actor_rollout_ref.model.path": "Qwen/Qwen2.5-32B",
         "actor_rollout_ref.actor.policy_loss.loss_mode": "fipo_nb",
         "actor_rollout_ref.model.external_lib": "fipo_nb.integrations.verl",
+        "trainer.save_freq": "5", "trainer.total_epochs": "1",  # the scripts: one epoch, a checkpoint every 5 steps
     }
+    assert "trainer.total_training_steps" not in o
     assert {k: o.get(k) for k in official} == official
 
 
@@ -178,7 +181,7 @@ def test_cli_writes_launch_overrides_plan_and_converted_data(tmp_path):
     assert done.returncode == 0, done.stderr
     listed = (out / "overrides.txt").read_text().splitlines()
     script = (out / "launch.sh").read_text()
-    command = shlex.split(script.split("set -euo pipefail\n", 1)[1].replace("\\\n", " "))
+    command = shlex.split(script.split("\nfi\n", 1)[1].replace("\\\n", " "))  # after the verl check
     assert command[:3] == ["python3", "-m", "verl.trainer.main_ppo"] and command[3:-1] == listed
     assert "trainer.nnodes=1" in listed and "trainer.n_gpus_per_node=1" in listed
     assert "verdict: fits on 1 x 1 GPUs" in (out / "plan.txt").read_text()
@@ -263,3 +266,21 @@ def test_the_loss_inside_verl_without_verl_says_how_to_get_it():
         pytest.skip("verl is installed here: tests/integrations/verl covers actor_config")
     with pytest.raises(ImportError, match=r"needs verl 0\.9\.1 .*make verl-venv"):
         verl_launch.actor_config(FIPOConfig())
+
+
+def test_launch_sh_without_verl_on_path_stops_naming_what_to_activate(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    job = launch(get_preset("paper-fipo-32b"), out=tmp_path)
+    script = tmp_path / "launch.sh"
+    script.write_text(job.script())
+    bin_dir = tmp_path / "bin"  # a python3 without verl (this environment's) first on PATH
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(sys.executable)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 1
+    assert "cannot import verl: activate verl's environment first (source .venv-verl/bin/activate" in done.stderr
+    assert "Run length: one pass over the data (trainer.total_epochs=1)" in job.script()

@@ -27,9 +27,9 @@ _OFFICIAL_32B = dict(
     lr=1e-6, lr_warmup_steps=10, lr_schedule="constant", weight_decay=0.1, grad_clip=1.0,
     max_prompt_length=2048, max_response_length=20480, temperature=1.0, top_p=1.0,
     reward_correct=1.0, reward_incorrect=-1.0, answer_mode="dapo", gradient_checkpointing=True,
-    dtype="bfloat16", steps=1000, dynamic_sampling=True, gen_prompts_per_batch=2048, max_num_gen_batches=10,
+    dtype="bfloat16", steps=0, dynamic_sampling=True, gen_prompts_per_batch=2048, max_num_gen_batches=10,
     filter_metric="accuracy", overlong_buffer=4096, overlong_penalty=1.0, eval_data="aime-2024.parquet",
-    eval_every=5, eval_k=32, eval_limit=None, eval_temperature=1.0, eval_top_p=0.7, save_every=10,
+    eval_every=5, eval_k=32, eval_limit=None, eval_temperature=1.0, eval_top_p=0.7, save_every=5,
     rollout_tensor_parallel=4, rollout_gpu_memory=0.8, sequence_parallel=8, offload=True,  # 16 nodes x 8 GPUs
 )
 

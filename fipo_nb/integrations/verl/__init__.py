@@ -94,20 +94,34 @@ class Launch:
     def script(self, argv: list[str] | None = None) -> str:
         made = " ".join(shlex.quote(a) for a in (argv or []))
         notes = "".join(f"#   {n}\n" for n in self.notes)
-        return (f"#!/usr/bin/env bash\n# verl {VERL_VERSION} launch of {self.config.model} ({self.config.fipo.loss}), "
+        steps = self.config.steps
+        length = ("one pass over the data (trainer.total_epochs=1), as the official scripts; to cap it, add\n"
+                  "#   trainer.total_training_steps=N to this script's arguments (they go last)" if steps == 0 else
+                  f"{steps} steps (trainer.total_training_steps); change it with trainer.total_training_steps=N")
+        return (f"#!/usr/bin/env bash\n# verl {VERL_VERSION} launch of {self.config.model} ({self.config.method}), "
                 f"{self.nodes} node(s) x {self.gpus_per_node} GPU(s), written by fipo_nb"
                 + (f": fipo-nb {made}" if made else "") + "\n"
                 "# Start Ray on every node first (ray start --head / ray start --address=HEAD:6379), with fipo_nb\n"
                 "# installed on each (pip install fipo_nb: the workers import fipo_nb.integrations.verl). Then run this\n"
                 "# script on the head node, or submit it: ray job submit --address http://HEAD:8265 -- bash launch.sh\n"
+                "# It runs verl with the python3 first on PATH: activate verl's environment first (source\n"
+                f"# .venv-verl/bin/activate, made by `make verl-venv`, or the cluster's own with verl {VERL_VERSION}).\n"
+                f"# Run length: {length}.\n"
                 + (f"# TrainConfig fields with no meaning under verl:\n{notes}" if notes else "")
                 + "".join(f"# check before launching: {w}\n" for w in self.warnings)
-                + "set -euo pipefail\n" + self.command() + ' "$@"\n')
+                + "set -euo pipefail\n" + VERL_CHECK + self.command() + ' "$@"\n')
 
     def plan(self):
         from .plan import plan
 
         return plan(self.config, self.nodes, self.gpus_per_node, engine="verl")
+
+
+VERL_CHECK = ('if ! python3 -c "import verl" 2>/dev/null; then\n'
+              '    echo "launch.sh: $(command -v python3 || echo python3) cannot import verl: activate verl\'s '
+              'environment first (source .venv-verl/bin/activate, or the cluster\'s own)" >&2\n'
+              '    exit 1\n'
+              'fi\n')
 
 
 def default_cluster(config: TrainConfig, nodes: int | None = None, gpus_per_node: int | None = None) -> tuple:

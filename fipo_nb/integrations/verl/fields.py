@@ -210,8 +210,11 @@ def _grad_clip(x: _Context, name: str):
 
 
 def _steps(x: _Context, name: str):
-    """Total training steps (and as many epochs, so that the data never runs out first)."""
-    return [f"trainer.total_training_steps={x.c.steps}", f"trainer.total_epochs={max(1, x.c.steps)}"]
+    """0: one pass over the data, as the official scripts run (trainer.total_epochs=1; verl counts the steps).
+    N: N steps (trainer.total_training_steps, and as many epochs, so that the data never runs out first)."""
+    if x.c.steps == 0:
+        return ["trainer.total_epochs=1"]
+    return [f"trainer.total_training_steps={x.c.steps}", f"trainer.total_epochs={x.c.steps}"]
 
 
 def _top_k(x: _Context, name: str):
@@ -319,10 +322,14 @@ def _eval_every(x: _Context, name: str):
     return [f"trainer.test_freq={every}", f"trainer.val_before_train={_value(x.c.eval_every > 0)}"]
 
 
+END_ONLY = 1_000_000_000  # a save_freq no run reaches: verl then saves at its last step only
+
+
 def _save_every(x: _Context, name: str):
-    """verl's save_freq (0: at the end, i.e. every `steps`; -1: never)."""
+    """verl's save_freq (-1: never; 0: at the end only: every `steps` steps, or, for one epoch (steps=0), a period
+    no run reaches, since verl saves at its last step only when save_freq > 0)."""
     c = x.c
-    return [f"trainer.save_freq={-1 if c.save_every < 0 else c.save_every or c.steps}"]
+    return [f"trainer.save_freq={-1 if c.save_every < 0 else c.save_every or c.steps or END_ONLY}"]
 
 
 def _advantage_estimator(x: _Context, name: str):

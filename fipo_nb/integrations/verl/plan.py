@@ -251,12 +251,19 @@ def _verl_memory(config, shape: ModelShape, n_gpus: int, nodes: int, hw: Hardwar
         line = Line(label, _gib(size * trainable / n), f"{size} B x {trainable / 1e9:.3f}e9 / {n} GPUs")
         if on_gpu:
             training.append(line)
-        else:
+        else:  # verl 0.9.1 loads the offloaded shards back onto the GPU for each update (load_fsdp_model_to_gpu,
+            # load_fsdp_optimizer): they live in CPU memory between updates and on the GPU during one
             cpu.append(Line(label, _gib(size * trainable / nodes), f"{size} B x {trainable / 1e9:.3f}e9 / {nodes} node(s)"))
+            training.append(Line(label.replace("(CPU)", "(GPU in update)"), line.gib, line.formula))
     training.append(Line("gathered bf16 layers (current + prefetched)", _gib(2 * 2 * shape.layer_params),
                          f"2 layers x 2 B x {shape.layer_params / 1e6:.0f}e6"))
-    training.append(Line("gathered embedding / output head (bf16)", _gib(2 * shape.vocab * shape.hidden),
-                         f"2 B x V {shape.vocab} x H {shape.hidden}"))
+    heads = 1 if shape.tied else 2  # FSDP's root unit holds the embedding and the untied output head together
+    training.append(Line("embedding + output head (bf16, FSDP root unit)",
+                         _gib(heads * 2 * shape.vocab * shape.hidden),
+                         f"{heads} x 2 B x V {shape.vocab} x H {shape.hidden}"))
+    if not lora:  # a layer's full gradients exist in backward until FSDP's reduce-scatter shards them
+        training.append(Line("layer gradients before reduce-scatter (fp32)", _gib(4 * shape.layer_params),
+                             f"4 B x {shape.layer_params / 1e6:.0f}e6"))
     # per GPU: verl packs max_token_len_per_gpu x sp tokens over an sp group of GPUs
     tokens = config.micro_batch_size * (config.max_prompt_length + config.max_response_length)
     training += _activations(shape, tokens, config.gradient_checkpointing)

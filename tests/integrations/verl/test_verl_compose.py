@@ -136,7 +136,7 @@ def test_launch_sh_composes_through_verls_entry_point(tmp_path):
     job = launch(get_preset("paper-fipo-32b"), out=tmp_path)
     write_launch(job)
     script = (tmp_path / "launch.sh").read_text()
-    command = shlex.split(script.split("set -euo pipefail\n", 1)[1].replace("\\\n", " "))
+    command = shlex.split(script.split("\nfi\n", 1)[1].replace("\\\n", " "))  # after the verl check
     assert command[:3] == ["python3", "-m", "verl.trainer.main_ppo"] and command[3:-1] == job.overrides
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     done = subprocess.run(["bash", str(tmp_path / "launch.sh"), "--cfg", "job"], capture_output=True, text=True,
