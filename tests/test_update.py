@@ -14,6 +14,13 @@ from fipo_nb.train.update import accumulate_gradient, micro_batch_ranges
 PROMPTS = [[{"role": "user", "content": "What is 1 + 2?"}], [{"role": "user", "content": "Name a prime."}]]
 
 
+
+def assert_same_gradient(got, official):
+    """Equal up to float32 summation order (micro-batches sum in another order, and CPU kinds round sums in
+    the last bits): 1000 float32 epsilons of the gradient's scale, elementwise."""
+    scale = float(official.abs().max())
+    torch.testing.assert_close(got, official, rtol=0, atol=1000 * torch.finfo(torch.float32).eps * scale)
+
 def test_micro_batch_ranges_never_cross_a_mini_batch():
     # 10 rows, mini-batches of 4, micro-batches of 3: 0-2 | 3 ; 4-6 | 7 ; 8-9
     assert micro_batch_ranges(10, 4, 3) == [[range(0, 3), range(3, 4)], [range(4, 7), range(7, 8)], [range(8, 10)]]
@@ -64,7 +71,7 @@ def test_token_mean_divides_by_the_tokens_kept_after_the_drop_rule():
     grad = accumulate_gradient(micro_batch_ranges(8, 8, 3)[0], log_probs, old, advantages, mask, mask, config, params)
     assert grad.finite and grad.tokens == int(mask.sum()) and grad.kept == int(whole.token_mask.sum())
     assert grad.in_loss.tolist() == whole.token_mask.any(dim=1).tolist()
-    torch.testing.assert_close(_flat_grad(params), official, rtol=1e-5, atol=1e-7)
+    assert_same_gradient(_flat_grad(params), official)
 
 
 def test_grpo_means_over_the_sequences_left_in_the_loss():
@@ -81,7 +88,7 @@ def test_grpo_means_over_the_sequences_left_in_the_loss():
     grad = accumulate_gradient(micro_batch_ranges(8, 8, 3)[0], log_probs, old, advantages, mask,
                                rollout.response_mask, config, params)
     assert grad.in_loss.tolist() == [True, True, False, True, True, True, True, True]
-    torch.testing.assert_close(_flat_grad(params), official, rtol=1e-5, atol=1e-7)
+    assert_same_gradient(_flat_grad(params), official)
 
 
 def test_a_mini_batch_with_nothing_in_the_loss_leaves_no_gradient():
