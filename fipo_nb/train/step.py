@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import Any, Callable, Protocol
 
 import torch
 
@@ -39,10 +39,28 @@ from .collect import Batch
 from .metrics import merge_loss_metrics, rollout_metrics
 from .update import accumulate_gradient, micro_batch_ranges, optimizer_step, value_update
 
-if TYPE_CHECKING:
-    from .trainer import FIPOTrainer
 
 __all__ = ["Experience", "SampledStep", "StepProgress", "StepResult", "run_step"]
+
+
+class Trainer(Protocol):
+    """What a step reads and calls of its trainer (train/trainer.FIPOTrainer; the trainer imports this module,
+    not the other way round)."""
+
+    config: Any
+    policy: Any
+    optimizer: Any
+    critic: Any  # models.Critic or None
+    critic_optimizer: Any
+    eval_problems: Any
+    out_dir: Any
+    step_count: int
+
+    def sample(self) -> "SampledStep": ...
+    def micro_log_probs(self, part: Rollout) -> torch.Tensor: ...
+    def evaluate(self, *, step: int | None = None) -> dict: ...
+    def complete_step(self, result: "StepResult") -> None: ...
+    def save(self) -> Any: ...
 
 
 @dataclass
@@ -123,7 +141,7 @@ class StepResult:
     returns: torch.Tensor | None = None  # [N, R] the critic's targets (GAE only)
 
 
-def run_step(trainer: "FIPOTrainer", progress: StepProgress, safe_point: Callable[[str], None]) -> StepResult:
+def run_step(trainer: "Trainer", progress: StepProgress, safe_point: Callable[[str], None]) -> StepResult:
     """Run (or continue) step `trainer.step_count + 1` from `progress`; `safe_point(where)` is called
     where the step may stop (it raises KeyboardInterrupt when an interrupt was asked for)."""
     config = trainer.config
@@ -244,7 +262,7 @@ def run_step(trainer: "FIPOTrainer", progress: StepProgress, safe_point: Callabl
     return result
 
 
-def critic_values(trainer: "FIPOTrainer", rollout: Rollout) -> torch.Tensor:
+def critic_values(trainer: "Trainer", rollout: Rollout) -> torch.Tensor:
     """No-grad values [N, R] of every row (0 at padding), split into mini- and micro-batches as the
     critic's updates split them, so the first update's values start exactly at the old ones."""
     config = trainer.config
@@ -278,7 +296,7 @@ def gae_targets(config, batch: Batch, values: torch.Tensor) -> tuple[torch.Tenso
     return advantages * mask, returns * mask
 
 
-def update_critic(trainer: "FIPOTrainer", rollout: Rollout, experience: Experience, micro_batches: list[range]):
+def update_critic(trainer: "Trainer", rollout: Rollout, experience: Experience, micro_batches: list[range]):
     """One critic update on a mini-batch (update.value_update) with the critic's adapter active."""
     config, critic = trainer.config, trainer.critic
 
@@ -291,7 +309,7 @@ def update_critic(trainer: "FIPOTrainer", rollout: Rollout, experience: Experien
                             config.value_clip, trainer.critic_optimizer, critic.parameters(), config.grad_clip)
 
 
-def step_critic_metrics(trainer: "FIPOTrainer", experience: Experience, progress: StepProgress,
+def step_critic_metrics(trainer: "Trainer", experience: Experience, progress: StepProgress,
                         train_policy: bool) -> dict[str, float]:
     """verl's critic metrics of the step: values, returns, advantages, explained variance, and the value
     loss and clip fraction averaged over the critic's updates; whether the policy sat out (critic_warmup)."""
@@ -309,7 +327,7 @@ def step_critic_metrics(trainer: "FIPOTrainer", experience: Experience, progress
     return metrics
 
 
-def log_probs(trainer: "FIPOTrainer", rollout: Rollout, rows: list[int] | None = None) -> torch.Tensor:
+def log_probs(trainer: "Trainer", rollout: Rollout, rows: list[int] | None = None) -> torch.Tensor:
     """No-grad per-token log-probs ([n, R], 0 at padding) of `rows` as one mini-batch, or of every row
     split into mini- and micro-batches as the updates split them (so that both pad the same rows to
     the same widths and the first mini-batch's log-ratio is exactly 0 on any device)."""
@@ -329,7 +347,7 @@ def log_probs(trainer: "FIPOTrainer", rollout: Rollout, rows: list[int] | None =
     return out
 
 
-def write_traces(trainer: "FIPOTrainer", result: StepResult) -> None:
+def write_traces(trainer: "Trainer", result: StepResult) -> None:
     """Per-token records of `trace_samples` rows, spread over mini-batches and advantage signs, to
     OUT/traces/step-N.parquet; with `trace_post_update`, also the Future-KL of the whole step's update."""
     config = trainer.config
