@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .analysis.files import WriteError
 from .config import FIPOConfig
 
 
@@ -84,7 +85,8 @@ def _check_folder(path) -> None:
             return
 
 
-RESUMABLE = ("steps", "output_dir", "save_every", "eval_every")  # what --resume may change; the rest is the run's
+# what --resume may change; the rest is the run's (the reward workers change where scoring runs, not what it gives)
+RESUMABLE = ("steps", "output_dir", "save_every", "eval_every", "reward_workers", "reward_timeout")
 
 
 def _resume_config(config, overrides: list[str], steps: int | None, folder):
@@ -146,7 +148,7 @@ def _run(config, *, report: bool, resume: bool = False, fallback: bool = False, 
     started = time.perf_counter()
     try:
         trainer = _trainer(config, resume=resume, fallback=fallback, overwrite=overwrite, resume_from=resume_from)
-    except CheckpointError as err:
+    except (CheckpointError, WriteError) as err:
         raise CLIError(str(err)) from err
     config = trainer.config
     if trainer.step_count >= config.steps:
@@ -159,8 +161,10 @@ def _run(config, *, report: bool, resume: bool = False, fallback: bool = False, 
         trainer.train(until=config.steps, table=True)
     except KeyboardInterrupt:
         return _interrupted(trainer)
-    except CheckpointError as err:  # a full disk while saving: the steps so far are logged, the save is not
+    except (CheckpointError, WriteError) as err:  # a full disk while saving or logging: the steps before are kept
         raise CLIError(f"after step {trainer.step_count}: {err}") from err
+    finally:
+        trainer.close()  # its reward worker processes (after _interrupted has finished the step)
     print(f"metrics: {trainer.out_dir / 'metrics.jsonl'}")
     if report:
         print(f"report:  {write_report(trainer.out_dir)}")
@@ -401,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
-    except CLIError as err:  # bad preset, --set key or value, data file: one clear line, no traceback
+    except (CLIError, WriteError) as err:  # bad preset, --set key or value, data file, a full disk: one clear line
         print(f"fipo-nb: error: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `fipo-nb config | head`: the reader left

@@ -30,6 +30,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .analysis.files import write_atomic
 from .analysis.segments import GROUPS
 from .analysis.runs import read_jsonl
 
@@ -228,7 +229,7 @@ def compare(config, steps: int | None = None, out=None, *, losses=("fipo", "dapo
     info["same_step1_rollouts"] = len(set(info["step1_rollouts"].values())) == 1
     if set(step1) == set(CREDIT) and len({info["step1_rollouts"][m] for m in CREDIT}) == 1:
         write_credit(out, {m: step1[m] for m in CREDIT}, tokenizer)
-    (out / "compare.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_atomic(out / "compare.json", json.dumps(info, indent=2) + "\n")
     comparison = load(out)
     write_html(comparison)
     return comparison
@@ -244,9 +245,7 @@ def write_credit(out: Path, results: dict, tokenizer) -> Path:
     data = {"methods": list(results), "responses": len(rows), "groups": group_ranks(rows),
             "rho_mean": sum(rhos) / len(rhos) if rhos else None,
             "rho_median": rhos[len(rhos) // 2] if rhos else None, "rows": [r.to_dict() for r in rows]}
-    path = out / "credit.json"
-    path.write_text(json.dumps(data) + "\n")
-    return path
+    return write_atomic(out / "credit.json", json.dumps(data) + "\n")
 
 
 def credit_note(credit: dict) -> str:
@@ -399,5 +398,5 @@ def _yes(flag) -> str:
 
 
 def write_html(comparison: Comparison) -> Path:
-    comparison.html.write_text(render_html(comparison), encoding="utf-8")
-    return comparison.html
+    """OUT/compare.html, replaced all at once (a full disk: WriteError naming it, the old page kept)."""
+    return write_atomic(comparison.html, render_html(comparison))

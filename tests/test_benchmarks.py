@@ -14,7 +14,7 @@ BENCHMARKS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*
 
 def test_there_are_benchmarks():
     assert {p.name for p in BENCHMARKS} >= {"future_kl.py", "logprobs.py", "train_step.py", "rollout.py", "vs_trl.py",
-                                            "gpu_check.py", "ppo_cost.py"}
+                                            "gpu_check.py", "ppo_cost.py", "reward_workers.py", "soak.py"}
 
 
 SLOW = {"vs_trl.py", "ppo_cost.py"}  # ppo_cost.py: six processes, each loads a model
@@ -22,6 +22,7 @@ RESULT = {  # the line each script's claim rests on
     "future_kl.py": r"\n\s*\d+ \|.*\d+x \|", "logprobs.py": r"chunked / naive peak memory: \d", "gpu_check.py": r"\byes  \(step",
     "train_step.py": r"FIPO overhead: [+-]\d", "rollout.py": r"\ncompact .* yes\n", "vs_trl.py": r"speed-up over TRL: \d",
     "ppo_cost.py": r"same rollout in every process: yes[\s\S]*PPO step cost: \d",
+    "soak.py": r"memory growth: [+-]\d", "reward_workers.py": r"scores agree: yes[\s\S]*parallel scoring speed-up: \d",
 }  # imports TRL and builds its trainer: ~25 s on 2 cores
 
 

@@ -106,6 +106,7 @@ def test_evaluation_samples_with_the_runs_top_k(tmp_path):
         seen.clear()
         config = apply_overrides(get_preset("cpu-smoke"), [
             f"output_dir={tmp_path / str(top_k)}", "eval_data=single-digit?size=3&seed=5", "eval_k=4", f"top_k={top_k}",
+            "reward_workers=null",  # record() keeps what it saw in this process
         ])
         FIPOTrainer(config, reward_fn=record).evaluate(step=0)
         same = [len(set(responses)) == 1 for responses in seen.values()]

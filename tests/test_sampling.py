@@ -13,7 +13,10 @@ TIMING = ("time/", "tokens_per_s")
 
 
 def smoke(tmp_path, *overrides):
-    return apply_overrides(get_preset("cpu-smoke"), [f"output_dir={tmp_path}", *overrides])
+    # raw 1 / -1 rewards (cpu-smoke shapes them by length), scored in this process: the tests' reward functions
+    # count their calls here
+    return apply_overrides(get_preset("cpu-smoke"), [f"output_dir={tmp_path}", "overlong_buffer=0",
+                                                     "reward_workers=null", *overrides])
 
 
 def coin(prompt, response, sample):

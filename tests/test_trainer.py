@@ -131,7 +131,8 @@ def test_custom_reward_callable_and_problem_list(tmp_path):
         seen.append(sample.answer)
         return float(len(response) % 2)  # any callable (prompt, response, sample) -> float
 
-    trainer = FIPOTrainer(smoke(tmp_path, "overlong_buffer=0"), problems=problems, reward_fn=reward)  # raw rewards
+    trainer = FIPOTrainer(smoke(tmp_path, "overlong_buffer=0", "reward_workers=null"),  # raw rewards, in-process
+                          problems=problems, reward_fn=reward)
     result = trainer.step()
     assert len(seen) == 32 and set(seen) <= {"0", "1", "2", "3"}
     assert result.metrics["accuracy/mean"] == pytest.approx(float((result.rewards > 0).float().mean()))

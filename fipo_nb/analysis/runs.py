@@ -5,21 +5,39 @@ train/ and views/, so that reading a run needs nothing from the code that trains
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 
-def read_jsonl(path) -> list[dict]:
-    """Rows of a JSON-lines file ([] if it does not exist); a broken line raises ValueError naming it."""
+def parse_jsonl(path) -> tuple[list[dict], int | None]:
+    """(rows, torn) of a JSON-lines file (([], None) if it does not exist). `torn` is the number of a
+    last line cut short by a kill in the middle of its write (no newline, not JSON), left out of
+    `rows`, else None. Any other broken line raises ValueError naming file and line: a row is never
+    dropped silently."""
     path = Path(path)
     if not path.exists():
-        return []
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        return [], None
+    lines = path.read_bytes().decode("utf-8", errors="replace").split("\n")  # rows are ASCII (json.dumps)
+    rows, torn = [], None
+    for number, line in enumerate(lines, start=1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as err:
+                if number == len(lines):  # the last line, without its newline: its write was cut short
+                    torn = number
+                    break
                 raise ValueError(f"{path}: line {number} is not JSON ({err})") from err
+    return rows, torn
+
+
+def read_jsonl(path) -> list[dict]:
+    """Rows of a JSON-lines file ([] if it does not exist). A last line cut short (a run killed while
+    writing it) is skipped with a warning naming it; any other broken line raises ValueError naming it."""
+    rows, torn = parse_jsonl(path)
+    if torn is not None:
+        warnings.warn(f"{path}: line {torn} is cut short (the run was stopped while writing it): skipped",
+                      stacklevel=2)
     return rows
 
 

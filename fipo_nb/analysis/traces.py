@@ -12,12 +12,12 @@ weights and Future-KL were never computed and read 1 and 0.
 `trace_record` puts a record together, for the trainer and for the verl trace hook alike.
 
 Storage: one Parquet file per step, RUN_DIR/traces/step-000001.parquet, written once under a
-temporary name and renamed, so appending a step never rewrites older ones.
+temporary name and renamed, so appending a step never rewrites older ones; a failed write (a full
+disk) removes the temporary file and raises files.WriteError naming the step's file.
 """
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..models.tokens import token_pieces
+from .files import replacing
 
 TOKEN_ARRAYS = ("log_ratio", "ratio", "future_kl", "weight", "post_update_future_kl", "token_advantage", "value")
 
@@ -112,11 +113,10 @@ def step_path(run_dir, step: int) -> Path:
 def write_step(run_dir, step: int, records: list[dict]) -> Path:
     """Write one step's records (dicts with SCHEMA's fields) to their own Parquet file."""
     path = step_path(run_dir, step)
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist([{name: r.get(name) for name in SCHEMA.names} for r in records], schema=SCHEMA)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    pq.write_table(table, temporary)
-    temporary.replace(path)
+    with replacing(path) as temporary:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, temporary)
     return path
 
 

@@ -100,7 +100,9 @@ class TrainConfig:
         1.0, "Clip the global gradient norm at this value per update; 0 disables clipping.",
         at_least=0, verl=Rule("grad_clip"))
     steps: int = setting(
-        100, "Training steps for `fipo-nb train` and the cosine horizon.", at_least=0, verl=Rule("steps"))
+        100, "Training steps for `fipo-nb train` and the cosine horizon. Under verl, 0 runs one pass over the data "
+             "as the official scripts do (trainer.total_epochs=1; the paper presets), N caps the run at N steps.",
+        at_least=0, verl=Rule("steps"))
 
     # ---------------------------------------------------------------- sampling
     max_prompt_length: int = setting(
@@ -276,6 +278,20 @@ class TrainConfig:
         True, "Old log-probs and updates lay each micro-batch's rows end to end without padding (packing.py): "
               "the same log-probs up to float rounding, without computing padding; False: the padded layout.",
         scope=ONLY_SINGLE, verl=Unused(f"{_OWN_TRAINER} removes padding itself (use_remove_padding=true)"))
+    reward_workers: int | None = setting(
+        0, "Worker processes that score responses (rewards/workers.py), so that a reward function that hangs or "
+           "kills its process (a segfault, os._exit, out of memory) fails its sample as an exception would "
+           "(see reward_errors) instead of hanging or ending the run. 0: one per core; N: N. They are forked from "
+           "the trainer: a notebook's lambdas and closures work, but what a reward function changes (a list it "
+           "appends to, a call counter) stays in the worker, and it must not use CUDA. None: score in the "
+           "trainer's own process (no timeout; for debugging or a stateful reward function).",
+        at_least=0, scope=ONLY_SINGLE, verl=Unused(f"{_OWN_TRAINER} scores in its own reward workers"))
+    reward_timeout: float = setting(
+        60.0, "Seconds a reward worker may take on one response; past it the worker is killed and replaced and the "
+              "response fails (see reward_errors). The default is far above a real answer's cost, and above the "
+              "5 s per parse and per comparison at which MathReward stops math-verify in a worker (that answer "
+              "is then wrong): only a call that is stuck reaches it, and costs the step at most this long.",
+        above=0, scope=ONLY_SINGLE, verl=Unused(f"{_OWN_TRAINER} scores in its own reward workers"))
 
     def __post_init__(self):
         if isinstance(self.fipo, dict):  # config.json and presets spell the algorithm as a dict

@@ -3,10 +3,13 @@
     math.py      MathReward: the answer line or \\boxed{} judged whole with math-verify, or the DAPO scorer
     dapo.py      the official DAPO scorer (verl's math_dapo), line for line
     scoring.py   score_responses (any reward function; failures named), overlong_penalty (DAPO's shaping)
+    workers.py   RewardPool: scoring in forked worker processes, a timeout per call; a hang or a crash fails
+                 only its sample
 """
 
 from .dapo import dapo_answer, dapo_score
 from .scoring import ON_ERROR, RewardError, RewardResult, overlong_penalty, score_responses
+from .workers import RewardPool, RewardTimeout, WorkerDied
 
 _MATH = ("MODES", "MathReward", "answers_match", "dapo_hedge", "extract_answer", "is_dapo_source")
 
@@ -21,6 +24,7 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
-    "MODES", "MathReward", "ON_ERROR", "RewardError", "RewardResult", "answers_match", "dapo_answer", "dapo_hedge",
-    "dapo_score", "extract_answer", "is_dapo_source", "overlong_penalty", "score_responses",
+    "MODES", "MathReward", "ON_ERROR", "RewardError", "RewardPool", "RewardResult", "RewardTimeout", "WorkerDied",
+    "answers_match", "dapo_answer", "dapo_hedge", "dapo_score", "extract_answer", "is_dapo_source", "overlong_penalty",
+    "score_responses",
 ]

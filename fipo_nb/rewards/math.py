@@ -16,12 +16,15 @@ Mode "dapo" is the official DAPO scorer instead (dapo.py): last 300 characters, 
 its normalisation would drop ("x = 5 or x = 12") are wrong (`dapo_hedge`); "auto" uses it for problems whose data_source says
 DAPO (as verl's default_compute_score does), and reads other problems as above.
 
-math-verify is called without its timeouts (`parsing_timeout=None`, `timeout_seconds=None`):
-they use signal.alarm, which fails off the main thread, and the trainer may score in a worker
-thread. Without them, two known inputs make it run for hours: exact arithmetic on huge
-numbers such as 10^(10^10), and deeply nested fractions (time doubles per level). Parsed
-answers past a size or depth bound are therefore never compared (`_too_costly`); the bounds are
-far beyond real final answers. Other pathological inputs may exist.
+math-verify's timeouts use signal.alarm, which works only on a process's main thread. They are
+on (`MATH_VERIFY_TIMEOUT` per parse and per comparison; past it, that answer is wrong) on the main
+thread of a reward worker process (workers.py, where the trainer scores), and off anywhere else
+(`parsing_timeout=None`, `timeout_seconds=None`): scoring in-process may run in a thread. Without
+them, two known inputs make it run for hours: exact arithmetic on huge numbers such as
+10^(10^10), and deeply nested fractions (time doubles per level). Parsed answers past a size or
+depth bound are therefore never compared (`_too_costly`), with or without timeouts; the bounds
+are far beyond real final answers. Other pathological inputs may exist: in a worker, the pool's
+own per-call timeout (reward_timeout) still ends them.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import functools
 import logging
 import math
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +46,7 @@ from ..config import ANSWER_MODES
 from ..data import Problem
 from .dapo import ANSWER_PATTERN, INVALID, dapo_answer, dapo_score
 from .scoring import RewardResult
+from .workers import in_worker
 
 __all__ = ["MODES", "MathReward", "answers_match", "dapo_hedge", "extract_answer", "is_dapo_source"]
 
@@ -75,6 +80,12 @@ ALTERNATIVE = re.compile(r"[,;]|\b(?:or|and)\b", re.IGNORECASE)
 MAX_DIGITS = 200_000  # verify on 10^(10^5) takes 0.2 s, on 10^(10^7) 10 s, on 10^(10^10) forever
 MAX_ANSWER_CHARS = 1000  # longer "answers" are rambling, not answers: string check only (3000 chars: 3 s to parse)
 MAX_DEPTH = 16  # expression-tree depth; \frac{\frac{...}{2}}{2} takes 0.3 s at depth 15, 1.2 s at 17, > 15 s at 21
+MATH_VERIFY_TIMEOUT = 5  # seconds per math-verify parse / comparison (its default), in reward workers only
+
+
+def _timeout() -> int | None:
+    """math-verify's timeout here: on only on the main thread of a reward worker (signal.alarm)."""
+    return MATH_VERIFY_TIMEOUT if in_worker() and threading.current_thread() is threading.main_thread() else None
 
 
 def _braced(text: str, open_at: int) -> str | None:
@@ -185,7 +196,7 @@ def _depth(expr: Any) -> int:
 
 
 def _too_costly(expr: Any) -> bool:
-    """True when math-verify could take minutes or more on `expr` (it has no timeout here)."""
+    """True when math-verify could take minutes or more on `expr` (in-process it has no timeout)."""
     try:
         return _depth(expr) > MAX_DEPTH or _digits(expr) > MAX_DIGITS
     except (OverflowError, RecursionError, ValueError, TypeError):
@@ -198,7 +209,7 @@ def _parsed(answer: str) -> list:
     It extracts *some* expression from free text, which suits a trusted ground truth ("0 is the
     only possible value" -> 0), never a prediction: see `_whole`."""
     wrapped = answer if "$" in answer or "\\boxed" in answer else f"${answer}$"
-    result = parse(wrapped, parsing_timeout=None) or parse(answer, parsing_timeout=None)
+    result = parse(wrapped, parsing_timeout=_timeout()) or parse(answer, parsing_timeout=_timeout())
     return [item for item in result if not _too_costly(item)]
 
 
@@ -248,7 +259,7 @@ def answers_match(predicted: str | None, gold: str) -> bool:
         if whole is None:
             return False
         gold_parsed = list(_gold_forms(gold))
-        return bool(gold_parsed) and bool(verify(gold_parsed, [whole], timeout_seconds=None))
+        return bool(gold_parsed) and bool(verify(gold_parsed, [whole], timeout_seconds=_timeout()))
     except Exception:  # garbage in, False out: a reward must not crash the training step
         return False
 

@@ -1,7 +1,8 @@
 """Scoring a batch of responses with any reward function, and DAPO's overlong shaping.
 
 A reward function is `MathReward` (math.py) or any callable (prompt, response, sample) -> float.
-`score_responses` turns what it returns into RewardResults and says which sample failed;
+`score_responses` turns what it returns into RewardResults and says which sample failed, in this
+process or in worker processes under a per-call timeout (workers.py: a RewardPool);
 `overlong_penalty` is DAPO's soft punishment of responses near the length limit.
 """
 
@@ -67,9 +68,16 @@ def _sample_id(sample: Any):
     return getattr(sample, "id", None) or (sample.get("id") if isinstance(sample, dict) else None)
 
 
+def _attempt(reward_fn: Any, prompt: str, response: str, sample: Any, truncated: bool | None):
+    try:
+        return _score_one(reward_fn, prompt, response, sample, truncated)
+    except Exception as exc:
+        return exc
+
+
 def score_responses(reward_fn: Any, prompts: list[str], responses: list[str], samples: list, *,
                     on_error: str = "raise", error_reward: float = -1.0,
-                    truncated: list[bool] | None = None) -> list[RewardResult]:
+                    truncated: list[bool] | None = None, pool=None) -> list[RewardResult]:
     """Score each (prompt, response, sample); reward_fn has .score(...) -> RewardResult or is any
     callable (prompt, response, sample) -> float (then correct = reward > 0).
 
@@ -78,6 +86,9 @@ def score_responses(reward_fn: Any, prompts: list[str], responses: list[str], sa
     A reward function that raises or returns a non-finite or non-numeric value: on_error="raise"
     raises RewardError naming the sample index and id, chained to the cause; on_error="incorrect"
     scores that response `error_reward`, not correct, with the reason in RewardResult.error.
+    pool: a workers.RewardPool scores in its worker processes (the same results, in the same order),
+    where a call past its timeout or one that kills its process fails that sample as a raise does
+    (RewardTimeout, WorkerDied); None scores here, in this process.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"score_responses: on_error must be one of {', '.join(ON_ERROR)}; got {on_error!r}")
@@ -85,15 +96,20 @@ def score_responses(reward_fn: Any, prompts: list[str], responses: list[str], sa
         raise ValueError(f"score_responses: {len(prompts)} prompts, {len(responses)} responses, {len(samples)} "
                          f"samples" + ("" if truncated is None else f", {len(truncated)} truncation flags"))
     flags = truncated if truncated is not None and _reads_truncation(reward_fn) else [None] * len(samples)
+    items = list(zip(prompts, responses, samples, flags))
+    if pool is None:  # lazily: under "raise", nothing after the failing sample is scored
+        outcomes = (_attempt(reward_fn, *item) for item in items)
+    else:
+        outcomes = pool.score(reward_fn, items, stop_at_error=on_error == "raise")
     results = []
-    for index, (prompt, response, sample, cut) in enumerate(zip(prompts, responses, samples, flags)):
-        try:
-            results.append(_score_one(reward_fn, prompt, response, sample, cut))
-        except Exception as exc:
-            reason = f"reward function failed on sample {index} (id {_sample_id(sample)!r}): {type(exc).__name__}: {exc}"
+    for index, (sample, outcome) in enumerate(zip(samples, outcomes)):
+        if isinstance(outcome, BaseException):  # a worker's failure names its kind (the exception type raised there)
+            kind = getattr(outcome, "kind", None) or type(outcome).__name__
+            reason = f"reward function failed on sample {index} (id {_sample_id(sample)!r}): {kind}: {outcome}"
             if on_error == "raise":
-                raise RewardError(reason) from exc
-            results.append(RewardResult(float(error_reward), False, None, reason))
+                raise RewardError(reason) from outcome
+            outcome = RewardResult(float(error_reward), False, None, reason)
+        results.append(outcome)
     return results
 
 

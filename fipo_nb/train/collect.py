@@ -52,8 +52,9 @@ class Batch:
         )
 
 
-def generate_batch(policy, problems, reward_fn, config: TrainConfig) -> tuple[Batch, float, float]:
-    """G responses per problem, scored, shaped and filtered; returns (batch, generate seconds, reward seconds)."""
+def generate_batch(policy, problems, reward_fn, config: TrainConfig, *, pool=None) -> tuple[Batch, float, float]:
+    """G responses per problem, scored, shaped and filtered; returns (batch, generate seconds, reward seconds).
+    pool: a rewards.workers.RewardPool to score in (None: in this process)."""
     started = time.perf_counter()
     # 2. rollout
     rollout = generate(
@@ -69,7 +70,7 @@ def generate_batch(policy, problems, reward_fn, config: TrainConfig) -> tuple[Ba
     responses = decode_responses(policy.tokenizer, rollout)
     truncated = [f == "length" for f in rollout.finish_reasons]  # ran out of tokens: no final answer
     scored = score_responses(reward_fn, prompts, responses, rows, on_error=config.reward_errors,
-                             error_reward=config.reward_incorrect, truncated=truncated)
+                             error_reward=config.reward_incorrect, truncated=truncated, pool=pool)
     rewards = torch.tensor([s.reward for s in scored], dtype=torch.float32)  # [N]
     penalty = torch.zeros_like(rewards)  # [N]
     if config.overlong_buffer:
@@ -81,21 +82,23 @@ def generate_batch(policy, problems, reward_fn, config: TrainConfig) -> tuple[Ba
     return batch, generated - started, time.perf_counter() - generated
 
 
-def sample_batch(policy, sampler, reward_fn, config: TrainConfig, *, seed: int, pad_id: int):
+def sample_batch(policy, sampler, reward_fn, config: TrainConfig, *, seed: int, pad_id: int, pool=None):
     """The training batch of one step and its sampling metrics. `seed` seeds generation batch i as seed + i.
+    pool: a rewards.workers.RewardPool that scores (None: this process).
 
-    If anything fails (a reward function that raises, under reward_errors="raise"), the data order
-    is put back as it was: the same step can be run again and draws the same prompts and samples.
+    If anything fails (a reward function that raises, hangs past reward_timeout or crashes its worker,
+    under reward_errors="raise"), the data order is put back as it was: the same step can be run
+    again and draws the same prompts and samples.
     """
     state = sampler.state_dict()
     try:
-        return _sample_batch(policy, sampler, reward_fn, config, seed=seed, pad_id=pad_id)
+        return _sample_batch(policy, sampler, reward_fn, config, seed=seed, pad_id=pad_id, pool=pool)
     except BaseException:
         sampler.load_state_dict(state)
         raise
 
 
-def _sample_batch(policy, sampler, reward_fn, config: TrainConfig, *, seed: int, pad_id: int):
+def _sample_batch(policy, sampler, reward_fn, config: TrainConfig, *, seed: int, pad_id: int, pool=None):
     group = config.samples_per_prompt
     parts, generated = [], []
     kept_groups = dropped_groups = 0
@@ -103,7 +106,7 @@ def _sample_batch(policy, sampler, reward_fn, config: TrainConfig, *, seed: int,
     while True:
         torch.manual_seed(seed + len(generated))  # reproducible whatever came before
         problems = sampler.next_batch()  # 1. data
-        batch, generate_s, reward_s = generate_batch(policy, problems, reward_fn, config)  # 2-3
+        batch, generate_s, reward_s = generate_batch(policy, problems, reward_fn, config, pool=pool)  # 2-3
         times["generate_s"] += generate_s
         times["reward_s"] += reward_s
         generated.append(batch)

@@ -36,11 +36,13 @@ def evaluate(
     seed: int = 0,
     reward_errors: str = "raise",
     error_reward: float = -1.0,
+    pool=None,
 ) -> dict[str, float]:
     """Sample k responses per problem and score them; returns "eval/..." metrics.
 
     reward_errors / error_reward: what a failing reward function does, as TrainConfig.reward_errors
-    ("incorrect" counts the failures in eval/reward_errors). Repeated problems are sampled once
+    ("incorrect" counts the failures in eval/reward_errors); pool: a rewards.workers.RewardPool to score
+    in (None: this process). Repeated problems are sampled once
     (`unique_problems`; `eval/duplicates` counts the rows left out). Runs under its own RNG seed,
     restoring the caller's afterwards, so evaluating in the middle of training does not change
     what training samples next.
@@ -59,7 +61,7 @@ def evaluate(
     rows = [p for p in problems for _ in range(k)]
     scored = score_responses(reward_fn, rollout.prompt_texts, decode_responses(policy.tokenizer, rollout), rows,
                              on_error=reward_errors, error_reward=error_reward,
-                             truncated=[f == "length" for f in rollout.finish_reasons])
+                             truncated=[f == "length" for f in rollout.finish_reasons], pool=pool)
     errors = sum(s.error is not None for s in scored)
     if errors:
         first = next(s.error for s in scored if s.error is not None)

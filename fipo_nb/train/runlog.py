@@ -1,13 +1,19 @@
 """The run's log on disk: OUT/metrics.jsonl and OUT/eval.jsonl (one JSON object per line),
-TensorBoard scalars when tensorboard is installed, and the per-step table printed in terminals."""
+TensorBoard scalars when tensorboard is installed, and the per-step table printed in terminals.
+
+Each row is appended whole and synced (analysis.files.append_row); a full disk raises WriteError
+naming the file, the rows before intact. A resumed run drops a last row cut short by a kill, with a
+warning, and rewrites the file without it at once (analysis.files.write_atomic)."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
-from ..analysis.runs import read_jsonl
+from ..analysis.files import append_row, write_atomic
+from ..analysis.runs import parse_jsonl
 
 TABLE = [("step", "step", "{:>4.0f}"), ("reward", "reward/mean", "{:>+7.3f}"), ("acc", "accuracy/mean", "{:>5.2f}"),
          ("len", "length/mean", "{:>6.1f}"), ("w_mean", "fipo/weight_mean", "{:>6.3f}"),
@@ -59,8 +65,7 @@ class RunLog:
         return self._tensorboard
 
     def append(self, metrics: dict[str, float]) -> None:
-        with open(self.metrics_path, "a") as handle:
-            handle.write(json.dumps(metrics) + "\n")
+        append_row(self.metrics_path, metrics)
         writer = self._writer(int(metrics["step"]))
         if writer is not None:
             for key, value in metrics.items():
@@ -69,19 +74,32 @@ class RunLog:
             writer.flush()
 
     def append_eval(self, step: int, metrics: dict[str, float]) -> None:
-        with open(self.eval_path, "a") as handle:
-            handle.write(json.dumps({"step": step, **metrics}) + "\n")
+        append_row(self.eval_path, {"step": step, **metrics})
 
     def keep_until(self, step: int) -> list[dict]:
-        """Drop rows of steps after `step` from both files (0: the TensorBoard logs too); returns
-        the metrics rows kept."""
+        """Drop rows of steps after `step` from both files (0: every row, and the TensorBoard logs);
+        returns the metrics rows kept. A last row cut short by a kill is dropped with a warning; any
+        other broken row raises ValueError naming file and line. A file is rewritten all at once,
+        and only when something changes."""
         if step == 0 and self.tensorboard_dir.exists():
             shutil.rmtree(self.tensorboard_dir)
         kept = []
         for path in (self.metrics_path, self.eval_path):
-            if path.exists():
-                rows = [row for row in read_jsonl(path) if row["step"] <= step]
-                path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-                if path == self.metrics_path:
-                    kept = rows
+            if not path.exists():
+                continue
+            if step == 0:  # a new run: nothing of the old one is read
+                if path.stat().st_size:
+                    write_atomic(path, b"")
+                continue
+            rows, torn = parse_jsonl(path)
+            if torn is not None:
+                warnings.warn(f"{path}: line {torn} was cut short when the run was stopped (a row half written): "
+                              "dropped from the file", stacklevel=4)
+            later = [row for row in rows if row["step"] > step]
+            rows = [row for row in rows if row["step"] <= step]
+            text = "".join(json.dumps(row) + "\n" for row in rows)
+            if torn is not None or later or path.stat().st_size != len(text.encode()):
+                write_atomic(path, text)
+            if path == self.metrics_path:
+                kept = rows
         return kept

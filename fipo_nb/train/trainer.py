@@ -19,12 +19,14 @@ from pathlib import Path
 import torch
 
 from ..analysis import traces
+from ..analysis.files import write_atomic
 from ..config import TrainConfig
 from ..data import PromptSampler, config_problems
 from ..models import Policy, load_policy, switch_off_dropout
 from ..models.critic import Critic
 from ..models.packing import response_logprobs
 from ..rewards import MathReward
+from ..rewards.workers import RewardPool
 from ..rollout import Rollout, pad_token_id
 from .checkpoint import (
     CheckpointError,
@@ -66,6 +68,9 @@ class FIPOTrainer:
     (a `models.Policy`, a list of `data.Problem`, any callable (prompt, response, sample) -> float).
     A new trainer starts a new run in `config.output_dir` (earlier metrics, traces and
     checkpoints there are removed, with a warning); `FIPOTrainer.resume(run_dir)` continues one.
+    The reward function runs in forked worker processes, each call under config.reward_timeout
+    (`reward_pool`: config.reward_workers; None scores in this process), started on first use;
+    `close()` (or `with FIPOTrainer(...) as trainer:`) stops them.
     """
 
     def __init__(self, config: TrainConfig, *, policy: Policy | None = None, problems=None, reward_fn=None,
@@ -91,6 +96,8 @@ class FIPOTrainer:
         self.reward_fn = reward_fn or MathReward(
             correct=config.reward_correct, incorrect=config.reward_incorrect, mode=config.answer_mode
         )
+        self.reward_pool = None if config.reward_workers is None else \
+            RewardPool(config.reward_workers, config.reward_timeout)  # forks its workers on first use
         gen_prompts = config.gen_prompts_per_batch if config.dynamic_sampling and config.gen_prompts_per_batch else \
             config.prompts_per_step
         self.sampler = PromptSampler(self.problems, gen_prompts, seed=config.seed)
@@ -114,7 +121,7 @@ class FIPOTrainer:
         self.log = RunLog(self.out_dir)
         if not _resuming:
             self._clear_run_files(0)
-        (self.out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        write_atomic(self.out_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
 
     # ------------------------------------------------------------------ one step
 
@@ -126,6 +133,7 @@ class FIPOTrainer:
         batch, metrics, times = sample_batch(
             self.policy, self.sampler, self.reward_fn, config, pad_id=pad_token_id(self.policy.tokenizer),
             seed=config.seed * 1_000_003 + self.step_count * 1_009,  # sampling is reproducible per step
+            pool=self.reward_pool,
         )
         return SampledStep(batch, metrics, times)
 
@@ -159,8 +167,8 @@ class FIPOTrainer:
 
     def complete_step(self, result: StepResult) -> None:
         """Count a finished step: its metrics to the history and metrics.jsonl, the lr schedule on."""
+        self.log.append(result.metrics)  # first: a full disk (WriteError) leaves the step to finish again
         self.history.append(result.metrics)
-        self.log.append(result.metrics)
         with warnings.catch_warnings():  # a step whose updates were all skipped still advances the schedule
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
             self.scheduler.step()
@@ -174,6 +182,18 @@ class FIPOTrainer:
             pad_id=pad_token_id(self.policy.tokenizer), temperature=self.config.temperature or 1.0,
             chunk_size=self.config.logprob_chunk_size, pack=self.config.pack_sequences,
         )  # response_logprobs moves the rows to the model
+
+    def close(self) -> None:
+        """Stop the reward worker processes (the next scoring starts new ones); calling it twice is fine.
+        Garbage collection and interpreter exit stop them too."""
+        if self.reward_pool is not None:
+            self.reward_pool.close()
+
+    def __enter__(self) -> "FIPOTrainer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ evaluation
 
@@ -190,7 +210,7 @@ class FIPOTrainer:
             max_new_tokens=config.max_response_length, temperature=config.eval_temperature, top_p=config.eval_top_p,
             top_k=config.top_k, batch_size=config.rollout_batch_size, backend=config.rollout_backend,
             seed=config.seed * 15_485_863 + step,
-            reward_errors=config.reward_errors, error_reward=config.reward_incorrect,
+            reward_errors=config.reward_errors, error_reward=config.reward_incorrect, pool=self.reward_pool,
         )
         metrics["time/eval_s"] = time.perf_counter() - started
         self.log.append_eval(step, metrics)

@@ -14,6 +14,7 @@ import html
 import json
 from pathlib import Path
 
+from ..analysis.files import write_atomic
 from ..analysis.runs import read_jsonl, read_metrics
 from ..analysis.segments import panel_keys
 from .figures import metric_figure_png
@@ -129,7 +130,7 @@ def _cell(value) -> str:
 
 
 def write_report(run_dir, out=None) -> Path:
-    """Write the report (default RUN_DIR/report.html) and return its path."""
+    """Write the report (default RUN_DIR/report.html) and return its path. The file is replaced all at
+    once: a failure (a full disk) leaves the earlier report as it was and raises WriteError naming it."""
     target = Path(out) if out is not None else Path(run_dir) / "report.html"
-    target.write_text(render_report(run_dir), encoding="utf-8")
-    return target
+    return write_atomic(target, render_report(run_dir))
