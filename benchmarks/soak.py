@@ -4,12 +4,13 @@ One FIPOTrainer runs `--steps` cpu-smoke steps in one process (`train()` with a 
 `fipo-nb train` runs them) with the preset's settings, tracing included, into a temporary folder.
 After each step the callback reads the process's resident memory (VmRSS, /proc/self/status; its
 reward worker processes' apart) and the time since the previous step (a step's time follows its
-response lengths, printed beside it), and prints them every 10% of the run. After a few warm-up steps (allocator pools, first-call caches),
-the medians over the first and the last 10% of the steps are compared: a run whose memory or step
-time grows with its length holds something per step that it never lets go (history, traces,
-figures...). The step's CPU time is printed beside its wall time: on a busy machine other processes
-sway the wall time far more (and torch's threads spin while they wait: --threads 1 is steadier); the
-same small fixed work, timed in both windows, shows how fast the machine itself was then.
+response lengths, printed beside it), and prints them every 10% of the run. After a few warm-up
+steps (allocator pools, first-call caches), the medians over the first and the last 10% of the
+steps are compared: a run whose memory or step time grows with its length holds something per step
+that it never lets go (history, traces, figures...). The step's CPU time is printed beside its wall
+time: on a busy machine other processes sway the wall time far more (and torch's threads spin while
+they wait: --threads 1 is steadier); the same small fixed work, timed in both windows, shows how
+fast the machine itself was then.
 Python's live objects are counted at both ends too, to tell a Python-side leak from the allocator's.
 
     .venv/bin/python benchmarks/soak.py [--steps 300] [--warmup 5] [--threads N] [--quick]

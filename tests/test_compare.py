@@ -61,8 +61,8 @@ def test_every_loss_starts_alike_and_samples_identical_step_one_rollouts(tmp_pat
 
 
 def test_bad_losses_are_named_before_any_work(tmp_path):
-    with pytest.raises(ValueError, match="losses must be some of fipo, dapo, grpo; got fipo, ppo"):
-        compare("cpu-smoke", 1, tmp_path, losses="fipo,ppo")
+    with pytest.raises(ValueError, match="losses must be some of fipo, dapo, grpo, ppo; got fipo, sac"):
+        compare("cpu-smoke", 1, tmp_path, losses="fipo,sac")
     with pytest.raises(ValueError, match="named twice"):
         compare("cpu-smoke", 1, tmp_path, losses=("dapo", "dapo"))
     assert not any(tmp_path.iterdir())
