@@ -26,6 +26,7 @@ from fipo_nb.train.checkpoint import (
 )
 from fipo_nb.presets import apply_overrides, get_preset
 from fipo_nb.trainer import FIPOTrainer
+from tmpfs import mount_tmpfs
 
 TIMING = ("time/", "tokens_per_s")
 
@@ -192,15 +193,6 @@ def test_a_full_disk_during_a_save_loses_nothing_and_resume_continues(tmp_path, 
     resumed.train(until=2, progress=False)
     assert [r["step"] for r in rows(tmp_path)] == [1, 2]
     verify_checkpoint(tmp_path / "checkpoints" / "step-2")
-
-
-def mount_tmpfs(folder: Path, size: str) -> bool:
-    """A tmpfs of `size` at `folder`; False where mounting is impossible (not root, no CAP_SYS_ADMIN, no mount)."""
-    if os.name != "posix" or os.geteuid() != 0 or shutil.which("mount") is None:
-        return False
-    folder.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
-    return done.returncode == 0
 
 
 @pytest.mark.slow

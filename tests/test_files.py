@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from fipo_nb.analysis.runs import read_jsonl
 from fipo_nb.cli import main
 from fipo_nb.presets import apply_overrides, get_preset
 from fipo_nb.trainer import FIPOTrainer
+from tmpfs import mount_tmpfs
 
 TIMING = ("time/", "tokens_per_s")
 
@@ -123,15 +123,6 @@ def test_a_torn_last_line_is_skipped_with_a_warning_and_any_other_bad_line_is_an
 
 
 # ---------------------------------------------------------------------------- a real full disk
-
-
-def mount_tmpfs(folder: Path, size: str) -> bool:
-    """A tmpfs of `size` at `folder`; False where mounting is impossible (not root, no CAP_SYS_ADMIN, no mount)."""
-    if os.name != "posix" or os.geteuid() != 0 or shutil.which("mount") is None:
-        return False
-    folder.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
-    return done.returncode == 0
 
 
 def test_a_real_full_filesystem_loses_no_row_no_file_and_leaves_no_temporary(tmp_path):
