@@ -20,7 +20,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 METHODS = {"fipo": ["fipo.loss=fipo"], "dapo": ["fipo.loss=dapo"],
            "ppo": ["fipo.loss=dapo", "advantage_estimator=gae"]}
@@ -32,9 +31,7 @@ def child(args) -> None:
     from fipo_nb.compare import rollout_hash
     from fipo_nb.presets import apply_overrides, get_preset
     from fipo_nb.trainer import FIPOTrainer
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from logprobs import proc_status_kib
+    from logprobs import proc_status_kib  # benchmarks/logprobs.py (this script's folder is on sys.path)
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="fipo_nb_bench_ppo_") as out_dir:

@@ -29,13 +29,7 @@ import torch
 
 from fipo_nb.presets import apply_overrides, get_preset
 from fipo_nb.trainer import FIPOTrainer
-
-
-def proc_status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
+from logprobs import proc_status_kib  # benchmarks/logprobs.py (this script's folder is on sys.path)
 
 
 def children_rss_kib() -> int:
