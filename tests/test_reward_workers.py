@@ -5,6 +5,8 @@ from __future__ import annotations
 import faulthandler
 import os
 import signal
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -211,6 +213,24 @@ def test_a_hanging_reward_under_reward_errors_incorrect_is_scored_and_counted(tm
             result = trainer.step()
         assert result.metrics["reward/errors"] == 1 and trainer.step_count == 1
     assert trainer.reward_pool.running == 0
+
+
+def test_no_worker_outlives_the_call_that_started_it(tmp_path):
+    """A forked worker holds copies of this process's pipes: one left running between calls kept a helper
+    process of the caller (playwright's driver, in this suite) waiting for an end of input that never came."""
+    helper = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.buffer.read()"], stdin=subprocess.PIPE)
+    try:
+        trainer = FIPOTrainer(smoke(tmp_path / "run", "eval_data=single-digit?size=2&seed=5", "eval_k=2"),
+                              reward_fn=lambda p, r, s: float(len(r) % 2))
+        started = []
+        trainer.train(1, progress=False, callback=lambda result: started.append(trainer.reward_pool.running))
+        assert started == [2] and trainer.reward_pool.running == 0
+        trainer.step()
+        trainer.evaluate()
+        assert trainer.reward_pool.running == 0
+    finally:
+        helper.stdin.close()  # its only writer now: the helper sees the end of its input and exits
+    assert helper.wait(timeout=120) == 0
 
 
 def test_evaluation_scores_in_the_workers_too(tmp_path):

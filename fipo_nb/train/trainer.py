@@ -14,6 +14,7 @@ import math
 import shutil
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -69,8 +70,9 @@ class FIPOTrainer:
     A new trainer starts a new run in `config.output_dir` (earlier metrics, traces and
     checkpoints there are removed, with a warning); `FIPOTrainer.resume(run_dir)` continues one.
     The reward function runs in forked worker processes, each call under config.reward_timeout
-    (`reward_pool`: config.reward_workers; None scores in this process), started on first use;
-    `close()` (or `with FIPOTrainer(...) as trainer:`) stops them.
+    (`reward_pool`: config.reward_workers; None scores in this process). They live for one call of
+    `train` / `step` / `sample` / `evaluate`: none linger between calls (a forked process holds copies of
+    this one's files and pipes), and each call's workers see the reward function's objects as they are then.
     """
 
     def __init__(self, config: TrainConfig, *, policy: Policy | None = None, problems=None, reward_fn=None,
@@ -98,6 +100,7 @@ class FIPOTrainer:
         )
         self.reward_pool = None if config.reward_workers is None else \
             RewardPool(config.reward_workers, config.reward_timeout)  # forks its workers on first use
+        self._calls = 0  # public calls under way (train calls step): the outermost one stops the workers
         gen_prompts = config.gen_prompts_per_batch if config.dynamic_sampling and config.gen_prompts_per_batch else \
             config.prompts_per_step
         self.sampler = PromptSampler(self.problems, gen_prompts, seed=config.seed)
@@ -130,11 +133,12 @@ class FIPOTrainer:
         them; `step(sampled)` trains on them (e.g. each loss on one rollout). Advances the data order
         as a step does."""
         config = self.config
-        batch, metrics, times = sample_batch(
-            self.policy, self.sampler, self.reward_fn, config, pad_id=pad_token_id(self.policy.tokenizer),
-            seed=config.seed * 1_000_003 + self.step_count * 1_009,  # sampling is reproducible per step
-            pool=self.reward_pool,
-        )
+        with self._workers():
+            batch, metrics, times = sample_batch(
+                self.policy, self.sampler, self.reward_fn, config, pad_id=pad_token_id(self.policy.tokenizer),
+                seed=config.seed * 1_000_003 + self.step_count * 1_009,  # sampling is reproducible per step
+                pool=self.reward_pool,
+            )
         return SampledStep(batch, metrics, times)
 
     def step(self, sampled: SampledStep | None = None) -> StepResult:
@@ -146,7 +150,7 @@ class FIPOTrainer:
         """
         if sampled is not None and self._progress is not None:
             raise RuntimeError("step(sampled): a step is half done; call step() to finish it first")
-        with self.interrupt:
+        with self._workers(), self.interrupt:
             return self._run(sampled)
 
     def _run(self, sampled: SampledStep | None = None) -> StepResult:
@@ -185,9 +189,20 @@ class FIPOTrainer:
 
     def close(self) -> None:
         """Stop the reward worker processes (the next scoring starts new ones); calling it twice is fine.
-        Garbage collection and interpreter exit stop them too."""
+        Each public call stops them as it returns; garbage collection and interpreter exit do too."""
         if self.reward_pool is not None:
             self.reward_pool.close()
+
+    @contextmanager
+    def _workers(self):
+        """The reward workers' lifetime: the outermost public call."""
+        self._calls += 1
+        try:
+            yield
+        finally:
+            self._calls -= 1
+            if self._calls == 0:
+                self.close()
 
     def __enter__(self) -> "FIPOTrainer":
         return self
@@ -205,13 +220,15 @@ class FIPOTrainer:
         config = self.config
         step = self.step_count if step is None else step
         started = time.perf_counter()
-        metrics = evaluate(
-            self.policy, self.eval_problems, self.reward_fn, k=config.eval_k, max_prompt_length=config.max_prompt_length,
-            max_new_tokens=config.max_response_length, temperature=config.eval_temperature, top_p=config.eval_top_p,
-            top_k=config.top_k, batch_size=config.rollout_batch_size, backend=config.rollout_backend,
-            seed=config.seed * 15_485_863 + step,
-            reward_errors=config.reward_errors, error_reward=config.reward_incorrect, pool=self.reward_pool,
-        )
+        with self._workers():
+            metrics = evaluate(
+                self.policy, self.eval_problems, self.reward_fn, k=config.eval_k,
+                max_prompt_length=config.max_prompt_length, max_new_tokens=config.max_response_length,
+                temperature=config.eval_temperature, top_p=config.eval_top_p, top_k=config.top_k,
+                batch_size=config.rollout_batch_size, backend=config.rollout_backend,
+                seed=config.seed * 15_485_863 + step,
+                reward_errors=config.reward_errors, error_reward=config.reward_incorrect, pool=self.reward_pool,
+            )
         metrics["time/eval_s"] = time.perf_counter() - started
         self.log.append_eval(step, metrics)
         return metrics
@@ -238,7 +255,7 @@ class FIPOTrainer:
         if table:
             bar.write(format_table_header())
         try:
-            with self.interrupt:
+            with self._workers(), self.interrupt:
                 for _ in range(steps):
                     result = self._run()
                     done.append(result.metrics)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -36,12 +38,15 @@ def test_chosen_response_is_the_widest_weight_spread_after_the_first_mini_batch(
     assert render_images().widest_record(frame.iloc[:3]) == 2
 
 
-def test_pictures_of_a_run_are_small_pngs_of_the_token_view_and_the_report(smoke_run, tmp_path, capsys):
-    assert render_images().main(["--run", str(smoke_run), "--out", str(tmp_path)]) == 0
+def test_pictures_of_a_run_are_small_pngs_of_the_token_view_and_the_report(smoke_run, tmp_path):
+    # its own process, as `make images` runs it (the session's browser fixture holds playwright in this one)
+    done = subprocess.run([sys.executable, str(SCRIPT), "--run", str(smoke_run), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
     width, height = png_size(tmp_path / "token_view.png")
     assert width == 1800 and height > 200  # 900 CSS px at twice the pixels
     width, height = png_size(tmp_path / "report.png")
     assert width == 1180 and height > 800  # curves, phases and the first token view
     for name in ("token_view.png", "report.png"):
         assert (tmp_path / name).stat().st_size < 300_000
-    assert "mini-batch 1" in capsys.readouterr().out  # the chosen response is from a later mini-batch
+    assert "mini-batch 1" in done.stdout  # the chosen response is from a later mini-batch
