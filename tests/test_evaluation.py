@@ -16,14 +16,14 @@ def without_timings(row):
     return {k: v for k, v in row.items() if not k.startswith(TIMING)}
 
 
-def test_evaluation_every_step_writes_avg_and_pass_at_k(tmp_path):
+def test_evaluation_every_nth_step_and_the_last_writes_avg_and_pass_at_k(tmp_path):
     config = apply_overrides(get_preset("cpu-smoke"), [
-        f"output_dir={tmp_path}", "eval_data=single-digit?size=6&seed=99", "eval_every=1", "eval_k=3",
+        f"output_dir={tmp_path}", "eval_data=single-digit?size=6&seed=99", "eval_every=2", "eval_k=3", "steps=3",
     ])
     trainer = FIPOTrainer(config)
-    trainer.train(2, progress=False)
+    trainer.train(progress=False)
     rows = [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2]
+    assert [r["step"] for r in rows] == [2, 3]  # step 3: the run's last, as verl evaluates (is_last_step)
     for row in rows:
         assert 0.0 <= row["eval/avg@3"] <= row["eval/pass@3"] <= 1.0
         assert row["eval/problems"] == 6

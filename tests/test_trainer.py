@@ -288,3 +288,15 @@ def test_truncated_responses_are_counted_and_never_score_as_correct(tmp_path):
     assert result.metrics["response/truncated"] == sum(truncated) > 0
     assert not any(correct for correct, cut in zip(result.correct, truncated) if cut)
     assert all(reward == -1.0 for reward, cut in zip(result.rewards.tolist(), truncated) if cut)
+
+
+def test_a_run_whose_responses_mostly_run_out_of_tokens_says_so_once(tmp_path, capsys):
+    from fipo_nb.train.runlog import truncation_note
+
+    trainer = FIPOTrainer(smoke(tmp_path, "max_response_length=6", "overlong_buffer=0"))
+    rows = trainer.train(1, progress=False, table=True)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert lines == [truncation_note(rows, 6)]
+    assert "ran out of max_response_length=6 tokens" in lines[0] and "--set max_response_length=N" in lines[0]
+    assert truncation_note([{"response/truncated_frac": 0.2}, {"response/truncated_frac": 0.25}], 6) is None
+    assert truncation_note([{"response/truncated_frac": 0.2}, {"response/truncated_frac": 0.3}], 6) is not None

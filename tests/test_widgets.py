@@ -299,3 +299,11 @@ def test_the_dashboard_draws_the_critic_when_the_run_trains_one():
                 "critic/vf_explained_var": 0.1})
     assert ppo._panels()[-1] == CRITIC_PANEL and ppo.history[-1]["critic/vf_loss"] == 0.4
     assert "training curves" in ppo.to_html()
+
+
+def test_the_report_says_why_a_run_has_no_evaluation(tmp_path):
+    from fipo_nb.views.report import _eval_section
+
+    assert "no eval_data and no eval_holdout" in _eval_section(tmp_path, {"eval_data": None, "eval_holdout": 0.0})
+    assert "eval_every=0" in _eval_section(tmp_path, {"eval_data": None, "eval_holdout": 0.1, "eval_every": 0})
+    assert "eval_every=5: none was due yet" in _eval_section(tmp_path, {"eval_data": "x", "eval_every": 5})

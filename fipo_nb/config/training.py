@@ -191,7 +191,8 @@ class TrainConfig:
              "0.1 when --set data replaces a preset's data and eval_data is not set.",
         at_least=0.0, below=1.0, verl=MappedBy("eval_data", also=("data",)))
     eval_every: int = setting(
-        0, "Evaluate after every N-th step (0: only when FIPOTrainer.evaluate() is called).",
+        0, "Evaluate after every N-th step and after the run's last (`steps`), as verl does (0: only when "
+        "FIPOTrainer.evaluate() is called).",
         at_least=0, verl=Rule("eval_every"))
     eval_k: int = setting(
         4, "Samples per evaluation problem: avg@k and pass@k (the paper: avg@32 on AIME).",

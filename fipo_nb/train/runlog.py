@@ -43,6 +43,20 @@ def format_eval_row(metrics: dict[str, float]) -> str | None:
             f"{get('eval/problems'):.0f} problems")
 
 
+TRUNCATION_NOTE = 0.25  # a share of cut responses worth a line after train()
+
+
+def truncation_note(rows: list[dict[str, float]], limit: int) -> str | None:
+    """A line when, over the steps in `rows` (their metrics), a quarter or more of the responses ran out of
+    tokens: those have no final answer and score incorrect, so the run mostly learns to be shorter."""
+    shares = [r["response/truncated_frac"] for r in rows if "response/truncated_frac" in r]
+    if not shares or sum(shares) / len(shares) < TRUNCATION_NOTE:
+        return None
+    return (f"note: {sum(shares) / len(shares):.0%} of these steps' responses ran out of "
+            f"max_response_length={limit} tokens; a cut response has no final answer and scores incorrect. "
+            "--set max_response_length=N (TrainConfig(max_response_length=N)) gives longer answers room")
+
+
 class RunLog:
     """Appends metrics and evaluations of a run in `out_dir`."""
 

@@ -246,7 +246,8 @@ def run_step(trainer: "Trainer", progress: StepProgress, safe_point: Callable[[s
     if config.trace_samples:
         write_traces(trainer, result)
     trace_s = time.perf_counter() - started
-    if trainer.eval_problems and config.eval_every and step % config.eval_every == 0:
+    if trainer.eval_problems and config.eval_every and (step % config.eval_every == 0 or step == config.steps):
+        # every eval_every-th step and the run's last, as verl's trainer (test_freq, is_last_step)
         metrics.update(trainer.evaluate(step=step))
     times = progress.times
     step_s = sum(times.values()) + trace_s

@@ -56,7 +56,12 @@ def _eval_section(run_dir: Path, config: dict) -> str:
     """avg@k, pass@k and response lengths of every evaluation (eval.jsonl), as curves and a table."""
     rows = read_jsonl(run_dir / "eval.jsonl")
     if not rows:
-        why = "no eval_data" if not config.get("eval_data") else f"eval_every={config.get('eval_every')}, none was due"
+        if not config.get("eval_data") and not config.get("eval_holdout"):
+            why = "no eval_data and no eval_holdout"
+        elif not config.get("eval_every"):
+            why = "eval_every=0: only FIPOTrainer.evaluate() evaluates"
+        else:
+            why = f"eval_every={config.get('eval_every')}: none was due yet"
         return f"<h2>Evaluation</h2><p>No evaluation in this run ({html.escape(why)}).</p>"
     k = config.get("eval_k") or next(int(key.split("@")[1]) for key in rows[0] if key.startswith("eval/avg@"))
     keys = [key.format(k=k) for key in EVAL_KEYS]
@@ -64,11 +69,17 @@ def _eval_section(run_dir: Path, config: dict) -> str:
               ("Response length (tokens)", [f"eval/length/{q}" for q in ("min", "q25", "median", "mean", "q75", "max")])]
     last = rows[-1]
     return (f"<h2>Evaluation</h2><p>{len(rows)} evaluation(s) of {int(last.get('eval/problems', 0))} held-out "
-            f"problem(s) of <code>{html.escape(str(config.get('eval_data')))}</code>, {k} samples each: at step "
+            f"problem(s) {_eval_source(config)}, {k} samples each: at step "
             f"{last['step']}, avg@{k} <b>{last[keys[0]]:.3f}</b>, pass@{k} <b>{last[keys[1]]:.3f}</b>. Read from "
             f"<code>eval.jsonl</code>.</p>"
             f'<img alt="evaluation curves" src="data:image/png;base64,{metric_figure_png(rows, panels)}">'
             + _table(rows, ["step", *keys]))
+
+
+def _eval_source(config: dict) -> str:
+    if config.get("eval_holdout"):
+        return f"held out of <code>{html.escape(str(config.get('data')))}</code> (never trained on)"
+    return f"of <code>{html.escape(str(config.get('eval_data')))}</code>"
 
 
 def _traced_section(run_dir: Path, rows: list[dict], max_records: int) -> str:
