@@ -99,7 +99,10 @@ class Comparison:
         return (f"The losses drew identical samples {when}: same initial weights, prompts and random numbers, and "
                 "updates too small yet to flip a sampled token, so their rewards, lengths and phases are equal "
                 "there; only the weights, the gradients and what they do to the policy differ. Runs part once the "
-                "policies differ enough (more steps, a larger lr or more updates per step).")
+                "policies differ enough (more steps, a larger lr or more updates per step)."
+                + (" Each step draws its own random numbers, the same in every run, so a later step can coincide "
+                   "again while the policies are still close: the runs have not merged, their weights still differ."
+                   if same != list(range(1, len(same) + 1)) else ""))
 
     def eval_key(self) -> str | None:
         keys = sorted({k for rows in self.evals.values() for r in rows for k in r if k.startswith("eval/avg@")})

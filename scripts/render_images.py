@@ -25,28 +25,18 @@ ROOT = Path(__file__).resolve().parents[1]
 MAX_BYTES = 300_000  # the README's pictures stay well under this
 
 
-def widest_record(frame) -> int:
-    """Index (in `frame`, a load_traces DataFrame) of the later-mini-batch response whose weights spread
-    the most; ties go to the longer response, then the later step."""
-    def spread(weights) -> float:
-        values = [float(w) for w in weights if w is not None and w == w]
-        return round(max(values) - min(values), 6) if values else 0.0
-
-    later = frame[frame["mini_batch"] > 0]
-    if later.empty:
-        raise SystemExit("no traced response from a mini-batch after the first: run with mini_batch_size < "
-                         "prompts_per_step (the demo preset does)")
-    keys = {i: (spread(row["weight"]), len(row["tokens"]), row["step"]) for i, row in later.iterrows()}
-    return max(keys, key=keys.get)
-
-
 def token_view_page(run: Path) -> tuple[str, str]:
-    """(page HTML, a caption) for the TokenView of the widest-spread response of `run`."""
+    """(page HTML, a caption) for the TokenView of `run` as it opens: the response FIPO re-weighted most."""
     from fipo_nb.trace import load_traces
+    from fipo_nb.views.records import reweighted_first, view_records
     from fipo_nb.widgets import TokenView
 
     frame = load_traces(run)
-    row = frame.loc[widest_record(frame)]
+    first = reweighted_first(view_records(frame))[0]  # where TokenView.from_run opens
+    if first["mini_batch"] == 0:
+        raise SystemExit("no traced response from a mini-batch after the first: run with mini_batch_size < "
+                         "prompts_per_step (the demo preset does)")
+    row = frame[(frame["step"] == first["step"]) & (frame["sample"] == first["sample"])].iloc[0]
     view = TokenView(frame.loc[[row.name]])
     question = row["prompt"].split("<|im_start|>user\n")[-1].split("<|im_end|>")[0]
     page = ('<!DOCTYPE html><html><head><meta charset="utf-8"></head>'

@@ -60,6 +60,18 @@ def test_every_loss_starts_alike_and_samples_identical_step_one_rollouts(tmp_pat
         compare("cpu-smoke", 1, tmp_path, overrides=FAST, progress=False)
 
 
+def test_a_step_that_coincides_again_after_the_runs_parted_is_explained(tmp_path):
+    from fipo_nb.compare import Comparison
+
+    rows = [{"step": step} for step in (1, 2, 3, 4, 5, 6)]
+    hashes = {"fipo": list("aabcdf"), "dapo": list("aaxyzf")}
+    comparison = Comparison(tmp_path, ["fipo", "dapo"], {"fipo": rows, "dapo": rows}, {}, {"rollouts": hashes})
+    assert comparison.identical_steps() == [1, 2, 6]
+    assert "at step(s) 1, 2, 6" in comparison.parting_note() and "coincide again" in comparison.parting_note()
+    hashes["dapo"][5] = "g"  # parted for good: nothing to explain
+    assert "coincide again" not in comparison.parting_note()
+
+
 def test_bad_losses_are_named_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="losses must be some of fipo, dapo, grpo, ppo; got fipo, sac"):
         compare("cpu-smoke", 1, tmp_path, losses="fipo,sac")

@@ -15,7 +15,8 @@ from fipo_nb.widgets import Dashboard, PhaseView, TokenView
 from fipo_nb.models import token_pieces
 from fipo_nb.analysis.segments import OPENING, segment_metrics
 from fipo_nb.views.colours import colour
-from fipo_nb.views.records import reweighted_first, segment_summary, spread, view_record, view_records
+from fipo_nb.views.records import (record_note, reweighted_first, segment_summary, spread, view_record,
+                                   view_records)
 from fipo_nb.views.static import token_html
 
 
@@ -221,10 +222,14 @@ def test_views_open_on_the_response_fipo_reweighted_most(run):
     out, _ = run
     records = view_records(load_traces(out))
     ordered = reweighted_first(records)
-    later = [r for r in records if r["mini_batch"] > 0 and r["in_loss"]]
+    later = [r for r in records if r["mini_batch"] > 0 and r["in_loss"] and r["advantage"] != 0]
     assert later and ordered[0]["mini_batch"] > 0  # never a first-mini-batch response (all weights 1) first
     assert spread(ordered[0], "weight") == max(spread(r, "weight") for r in later)
-    assert all(r["mini_batch"] == 0 or not r["in_loss"] for r in ordered[len(later):])  # they come last, still there
+    assert len(later) < len(records) and all(r["mini_batch"] == 0 or not r["in_loss"] or r["advantage"] == 0
+                                             for r in ordered[len(later):])  # they come last, still there
+    flat = dict(ordered[0], advantage=0.0, step=99)  # its group all scored alike: its weights move nothing
+    assert reweighted_first([flat, *later])[0] is not flat and reweighted_first([flat, *later])[-1] is flat
+    assert "advantage is 0" in record_note(flat, "weight")
     view = TokenView.from_run(out)  # the newest step, its most re-weighted response
     newest = [r for r in later if r["step"] == 3]
     assert view.record["step"] == 3 and view.record["mini_batch"] > 0
@@ -246,6 +251,12 @@ def test_step_axes_tick_whole_steps_only():
     ax.figure.canvas.draw()
     ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
     assert ticks and all(float(t).is_integer() for t in ticks)
+    one = Figure().subplots()  # a run evaluated once: one point
+    one.plot([5], [0.69], marker="o")
+    step_axis(one)
+    one.figure.canvas.draw()
+    ticks = [t for t in one.get_xticks() if one.get_xlim()[0] <= t <= one.get_xlim()[1]]
+    assert 5 in ticks and all(float(t).is_integer() for t in ticks)
 
 
 def test_the_report_shows_evaluation_and_its_tables_fit_the_page(tmp_path):

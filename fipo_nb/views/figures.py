@@ -15,9 +15,15 @@ LENGTH_KEYS = ("min", "q25", "median", "mean", "q75", "max")  # the length quant
 
 
 def step_axis(ax) -> None:
-    """Steps are whole numbers: ticks at integers only (never at 1.5, 2.5)."""
+    """Steps are whole numbers: ticks at integers only (never at 1.5, 2.5), also for one step drawn
+    (a step either side, else the locator falls back to fractions). Call it after plotting."""
+    import math
+
     from matplotlib.ticker import MaxNLocator
 
+    lo, hi = ax.dataLim.intervalx
+    if math.isfinite(lo) and math.isfinite(hi) and hi - lo < 2:
+        ax.set_xlim(lo - 1, hi + 1)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("step", fontsize=8)
 
@@ -46,7 +52,11 @@ def metric_figure_png(rows: list[dict], panels) -> str:
         ax.set_title(title, fontsize=10)
         step_axis(ax)
         ax.tick_params(labelsize=8)
-        ax.legend(fontsize=7, loc="best")
+        if ax.get_lines():
+            ax.legend(fontsize=7, loc="best")
+        else:  # the run logged none of these (e.g. no critic, no evaluation)
+            ax.text(0.5, 0.5, "not logged in this run", ha="center", va="center", transform=ax.transAxes,
+                    fontsize=8, color="#777")
         ax.grid(alpha=0.3)
     return _png(fig)
 

@@ -98,15 +98,17 @@ def spread(record: dict, metric: str) -> float:
 
 
 def idle(record: dict) -> bool:
-    """A response no influence weight acted on: first mini-batch (weights all exactly 1) or out of the loss."""
-    return record.get("mini_batch") == 0 or record.get("in_loss") is False
+    """A response no influence weight acted on: first mini-batch (weights all exactly 1), out of the loss, or
+    with advantage 0 (its group all scored alike: weights times 0 move nothing)."""
+    return record.get("mini_batch") == 0 or record.get("in_loss") is False or record.get("advantage") == 0
 
 
 def reweighted_first(records: list[dict]) -> list[dict]:
     """The records in the order the views open them: responses FIPO re-weighted first (a later
-    mini-batch, in the loss, the largest spread of weights; then of Future-KL, which is all DAPO
-    and GRPO have), newest step first on ties; first-mini-batch responses, whose weights are all
-    exactly 1, and responses left out of the loss come last, still there to pick."""
+    mini-batch, in the loss, a non-zero advantage, the largest spread of weights; then of Future-KL,
+    which is all DAPO and GRPO have), newest step first on ties; first-mini-batch responses, whose
+    weights are all exactly 1, responses left out of the loss and those with advantage 0 come last,
+    still there to pick."""
     def key(record):
         return idle(record), -spread(record, "weight"), -spread(record, "future_kl"), -record["step"], record["sample"]
 
@@ -123,6 +125,9 @@ def record_note(record: dict, metric: str) -> str:
         return ("This response was in the first mini-batch of its step: it was scored by the policy that had "
                 "sampled it, so its log-ratio and Future-KL are 0 and every weight is exactly 1. FIPO acts from "
                 "the second mini-batch on; choose post_update_future_kl to see how the whole step moved it.")
+    if record.get("advantage") == 0 and metric in ("weight", "token_advantage"):
+        return ("Every response of this one's group scored the same, so its advantage is 0: its weights multiply "
+                "0 and the update does not move it by its own loss (dynamic sampling drops such groups).")
     if record.get("loss") in ("dapo", "grpo") and metric == "weight":
         return f"{str(record['loss']).upper()} gives every token weight 1; Future-KL is shown for comparison only."
     return ""

@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
+from fipo_nb.trace import load_traces
+from fipo_nb.views.records import reweighted_first, view_records
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "render_images.py"
 
@@ -26,18 +27,6 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-def test_chosen_response_is_the_widest_weight_spread_after_the_first_mini_batch():
-    frame = pd.DataFrame({
-        "step": [1, 1, 2, 2],
-        "mini_batch": [0, 1, 1, 1],
-        "weight": [[1.0, 1.0], [1.0, 1.1], [1.0, 1.2, None], [1.2, 1.0, 1.1, 1.0]],
-        "tokens": [["a", "b"], ["a", "b"], ["a", "b", "c"], ["a", "b", "c", "d"]],
-    })
-    # rows 2 and 3 spread 0.2 (None ignored); row 3 is longer
-    assert render_images().widest_record(frame) == 3
-    assert render_images().widest_record(frame.iloc[:3]) == 2
-
-
 def test_pictures_of_a_run_are_small_pngs_of_the_token_view_and_the_report(smoke_run, tmp_path):
     # its own process, as `make images` runs it (the session's browser fixture holds playwright in this one)
     done = subprocess.run([sys.executable, str(SCRIPT), "--run", str(smoke_run), "--out", str(tmp_path)],
@@ -49,4 +38,6 @@ def test_pictures_of_a_run_are_small_pngs_of_the_token_view_and_the_report(smoke
     assert width == 1180 and height > 800  # curves, phases and the first token view
     for name in ("token_view.png", "report.png"):
         assert (tmp_path / name).stat().st_size < 300_000
-    assert "mini-batch 1" in done.stdout  # the chosen response is from a later mini-batch
+    first = reweighted_first(view_records(load_traces(smoke_run)))[0]  # where TokenView.from_run opens
+    assert first["mini_batch"] > 0 and first["advantage"] != 0
+    assert f"step {first['step']}, sample {first['sample']}, mini-batch {first['mini_batch']}" in done.stdout
