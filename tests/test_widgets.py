@@ -51,6 +51,8 @@ def test_first_mini_batch_records_say_why_their_weights_are_one(run):
     first = frame[frame["mini_batch"] == 0].iloc[0]
     view = TokenView([view_record(first)])
     assert "first mini-batch" in view.note
+    page = token_html(view_record(first))  # the report's static card: its scale says there is nothing to colour
+    assert "every token 1: nothing to colour" in page and "0 · 1 · 2" not in page and "choose" not in page
     view.metric = "post_update_future_kl"
     assert view.note == ""
 

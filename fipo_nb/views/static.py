@@ -50,12 +50,14 @@ def header(record: dict) -> str:
     return " · ".join(parts)
 
 
-def legend_html(metric: str, neutral: float, scale: float, gamma: float) -> str:
+def legend_html(metric: str, neutral: float, scale: float, gamma: float, flat: bool = False) -> str:
+    """The colour bar and its range; flat (every value neutral, e.g. a first mini-batch's weights): says so."""
     stops = ", ".join(colour(neutral + scale * x / 4, neutral, scale, gamma) for x in range(-4, 5))
+    ticks = f"every token {neutral:.3g}: nothing to colour" if flat else \
+        f"{neutral - scale:.3g} · {neutral:.3g} · {neutral + scale:.3g}"
     return (f'<div class="fipo-head">colour: <b>{html.escape(metric)}</b> '
             f'<span style="display:inline-block;width:160px;height:10px;vertical-align:middle;'
-            f'background:linear-gradient(to right, {stops})"></span> '
-            f"{neutral - scale:.3g} · {neutral:.3g} · {neutral + scale:.3g}</div>")
+            f'background:linear-gradient(to right, {stops})"></span> {ticks}</div>')
 
 
 def segment_legend_html() -> str:
@@ -116,7 +118,8 @@ def token_html(record: dict, metric: str = "weight", gamma: float = 1.0) -> str:
     return (
         f'<div class="fipo-static fipo-tokenview">{STYLE}'
         f'<div class="fipo-head">{html.escape(header(record))}</div>'
-        f"{legend_html(metric, neutral, scale, gamma)}{segment_legend_html()}"
+        f"{legend_html(metric, neutral, scale, gamma, all(v is None or v == neutral for v in values))}"
+        f"{segment_legend_html()}"
         + (f'<div class="fipo-note">{html.escape(note)}</div>' if note else "")
         + f'<div class="fipo-text">{"".join(spans)}</div>{bands_html(record)}{summary_html(record)}</div>'
     )

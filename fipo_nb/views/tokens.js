@@ -62,7 +62,7 @@ function fipoRenderTokens(box, record) {
   return spans;
 }
 
-// Colour the spans by `metric`; returns {neutral, scale} for the legend.
+// Colour the spans by `metric`; returns {neutral, scale, flat} for the legend (flat: every value neutral).
 function fipoRecolour(spans, record, metric, gamma) {
   const values = (record.metrics && record.metrics[metric]) || [];
   const neutral = fipoNeutral(metric);
@@ -70,7 +70,8 @@ function fipoRecolour(spans, record, metric, gamma) {
   for (let i = 0; i < spans.length; i++) {
     spans[i].style.backgroundColor = fipoColour(values[i], neutral, scale, gamma);
   }
-  return { neutral, scale };
+  const flat = values.every((v) => v === null || v === undefined || v === neutral);
+  return { neutral, scale, flat };
 }
 
 function fipoLegend(el, metric, range, gamma) {
@@ -84,7 +85,8 @@ function fipoLegend(el, metric, range, gamma) {
   bar.style.background = `linear-gradient(to right, ${stops.join(", ")})`;
   const ticks = document.createElement("span");
   const n = (v) => Number(v.toPrecision(3));
-  ticks.textContent = ` ${n(range.neutral - range.scale)} · ${n(range.neutral)} · ${n(range.neutral + range.scale)}`;
+  ticks.textContent = range.flat ? ` every token ${n(range.neutral)}: nothing to colour`
+    : ` ${n(range.neutral - range.scale)} · ${n(range.neutral)} · ${n(range.neutral + range.scale)}`;
   el.append(label, bar, ticks);
 }
 

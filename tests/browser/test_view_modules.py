@@ -4,6 +4,7 @@ render time of a 16k-token response."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 
@@ -45,13 +46,16 @@ KEYS = {
 }
 
 
+OPENED = itertools.count()
+
+
 def open_view(page, server, name, widget, responses):
     folder, base = server
     (folder / "view.js").write_text(esm(name))
     state = {key: getattr(widget, key) for key in KEYS[name]}
     (folder / "index.html").write_text(HARNESS.format(css=stylesheet(), initial=json.dumps(state),
                                                       responses=json.dumps(responses)))
-    page.goto(f"{base}/index.html")
+    page.goto(f"{base}/index.html?{next(OPENED)}")  # a new address each time: never the cached page of an earlier view
     page.wait_for_function("window.ready === true")
     return page.evaluate("window.renderView()")
 
@@ -135,6 +139,10 @@ def test_token_view_shows_segment_bands_a_legend_and_the_summary(page, static_se
     page.locator(".fipo-text .fipo-tok").nth(first_verification["start"]).hover()
     assert "segment verification (opens the move)" in page.locator(".fipo-tip").inner_text()
     page.screenshot(path=str(artifacts / "token_view_segments.png"))
+    assert page.locator(".fipo-legend").inner_text().endswith(" · 1 · 1.2")
+    flat = TokenView([dict(record, mini_batch=0, metrics={"weight": [1.0] * n})])  # a first mini-batch's weights
+    open_view(page, static_server, "token_view", flat, [flat.record])
+    assert page.locator(".fipo-legend").inner_text().endswith("every token 1: nothing to colour")
 
 
 def test_a_16k_token_response_renders_and_recolours(page, static_server):
