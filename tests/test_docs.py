@@ -158,6 +158,7 @@ def test_trl_example_runs_offline_as_written(tmp_path):
     done = subprocess.run([sys.executable, "-c", code + report], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "FutureWarning" not in done.stderr and "kernels-community" not in done.stderr, done.stderr[-3000:]
     log = json.loads(next(line[4:] for line in done.stdout.splitlines() if line.startswith("LOG ")))
     updates = [row for row in log if "loss" in row]
     assert len(updates) == 2  # one generation, two optimizer updates

@@ -50,6 +50,12 @@ from ..config import FIPOConfig
 from ..core import policy_loss
 from ..train.metrics import merge_loss_metrics
 
+# TRL 1.16 calls transformers' renamed checkpointing API (GRPOConfig's `gradient_checkpointing`, the model's
+# `gradient_checkpointing_enable` / `_disable` / `is_gradient_checkpointing`) in its config and in every train():
+# FutureWarnings about calls the user never wrote and cannot change; those messages only, from transformers only
+warnings.filterwarnings("ignore", message=r"`(is_)?gradient_checkpointing\w*` is deprecated", category=FutureWarning,
+                        module=r"transformers\.")
+
 __all__ = ["FIPOGRPOTrainer"]
 
 TESTED_TRL = "1.16"
@@ -99,10 +105,7 @@ class _FIPOLoss:
         self.fipo_config = config.validate()
         if args is not None:  # before the model loads; a default GRPOConfig agrees with every FIPOConfig
             _check_grpo_args(args, self.fipo_config)
-        with warnings.catch_warnings():  # TRL 1.16 calls transformers' renamed checkpointing API: not the user's to fix
-            warnings.filterwarnings("ignore", message=r"`(is_)?gradient_checkpointing\w*` is deprecated",
-                                    category=FutureWarning)
-            super().__init__(model, reward_funcs, args, *more, **kwargs)
+        super().__init__(model, reward_funcs, args, *more, **kwargs)
         self.epsilon_low, self.epsilon_high = self.fipo_config.clip_low, self.fipo_config.clip_high
         if self.args.steps_per_generation % self.args.gradient_accumulation_steps:
             warnings.warn(
