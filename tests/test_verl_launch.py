@@ -284,3 +284,16 @@ def test_launch_sh_without_verl_on_path_stops_naming_what_to_activate(tmp_path):
     assert done.returncode == 1
     assert "cannot import verl: activate verl's environment first (source .venv-verl/bin/activate" in done.stderr
     assert "Run length: one pass over the data (trainer.total_epochs=1)" in job.script()
+
+
+def test_the_launch_says_where_its_paths_point_and_where_dapos_files_come_from(tmp_path):
+    from fipo_nb.integrations.verl import DAPO_FILES
+
+    header = launch(get_preset("paper-fipo-32b"), out=tmp_path).script().split("set -euo pipefail")[0]
+    assert f"go to {tmp_path.resolve()} (absolute" in header and "every node must reach" in header
+    assert "data.train_files=dapo-math-17k.parquet is relative" in header and "--set data=/shared/" in header
+    assert f"wget -O aime-2024.parquet '{DAPO_FILES['aime-2024.parquet']}'" in header
+    absolute = launch(apply_overrides(get_preset("paper-fipo-32b"), [f"data={tmp_path / 'dapo-math-17k.parquet'}",
+                                                                      f"eval_data={tmp_path / 'aime-2024.parquet'}"]),
+                      out=tmp_path).script()
+    assert "is relative" not in absolute

@@ -91,6 +91,19 @@ class Launch:
     def command(self) -> str:
         return " \\\n    ".join([f"python3 -m {ENTRY_POINT}"] + [shlex.quote(o) for o in self.overrides])
 
+    def _where(self) -> str:
+        """Header lines on the paths the script holds: Ray's workers run in folders of their own, on other nodes."""
+        lines = [f"# Checkpoints, traces and verl's metrics go to {self.out.resolve()} (absolute: Ray's workers run in\n"
+                 "#   folders of their own), which every node must reach: write the launch on the shared filesystem.\n"]
+        for override in self.overrides:
+            key, _, value = override.partition("=")
+            if key in ("data.train_files", "data.val_files") and not Path(value).is_absolute():
+                source = DAPO_FILES.get(Path(value).name)
+                lines.append(f"# {key}={value} is relative: give it as a path every node reads "
+                             f"(--set {'data' if key == 'data.train_files' else 'eval_data'}=/shared/{Path(value).name})"
+                             + (f"; DAPO's file: wget -O {Path(value).name} '{source}'" if source else "") + "\n")
+        return "".join(lines)
+
     def script(self, argv: list[str] | None = None) -> str:
         made = " ".join(shlex.quote(a) for a in (argv or []))
         notes = "".join(f"#   {n}\n" for n in self.notes)
@@ -103,11 +116,12 @@ class Launch:
                 + (f": fipo-nb {made}" if made else "") + "\n"
                 "# Start Ray on every node first (ray start --head / ray start --address=HEAD:6379), with fipo_nb\n"
                 "# installed on each (pip install a clone or wheel of fipo_nb, not on PyPI: the workers import\n"
-                "# fipo_nb.integrations.verl). Then run this\n"
-                "# script on the head node, or submit it: ray job submit --address http://HEAD:8265 -- bash launch.sh\n"
+                "# fipo_nb.integrations.verl). Then run this script on the head node, or submit it:\n"
+                "# ray job submit --address http://HEAD:8265 -- bash launch.sh\n"
                 "# It runs verl with the python3 first on PATH: activate verl's environment first (source\n"
                 f"# .venv-verl/bin/activate, made by `make verl-venv`, or the cluster's own with verl {VERL_VERSION}).\n"
                 f"# Run length: {length}.\n"
+                + self._where()
                 + (f"# TrainConfig fields with no meaning under verl:\n{notes}" if notes else "")
                 + "".join(f"# check before launching: {w}\n" for w in self.warnings)
                 + "set -euo pipefail\n" + VERL_CHECK + self.command() + ' "$@"\n')
@@ -118,6 +132,11 @@ class Launch:
         return plan(self.config, self.nodes, self.gpus_per_node, engine="verl")
 
 
+DAPO_FILES = {  # the DAPO / FIPO scripts' data, as their prepare_dapo_data.sh fetches it
+    "dapo-math-17k.parquet":
+        "https://huggingface.co/datasets/BytedTsinghua-SIA/DAPO-Math-17k/resolve/main/data/dapo-math-17k.parquet",
+    "aime-2024.parquet": "https://huggingface.co/datasets/BytedTsinghua-SIA/AIME-2024/resolve/main/data/aime-2024.parquet",
+}
 VERL_CHECK = ('if ! python3 -c "import verl" 2>/dev/null; then\n'
               '    echo "launch.sh: $(command -v python3 || echo python3) cannot import verl: activate verl\'s '
               'environment first (source .venv-verl/bin/activate, or the cluster\'s own)" >&2\n'

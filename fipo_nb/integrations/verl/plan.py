@@ -169,20 +169,21 @@ class Plan:
         return sum(line.gib for line in self.time)
 
     def __str__(self) -> str:
-        def table(name, lines, budget, unit="GiB"):
+        def table(name, lines, budget, unit="GiB", gpu=False):
             rows = [f"{name}"]
             rows += [f"  {l.label:<52} {l.gib:>9.2f}  = {l.formula}" for l in lines]
             total = sum(l.gib for l in lines)
             if budget is not None:
                 verdict = "fits" if total <= budget else "DOES NOT FIT"
-                rows.append(f"  {'total':<52} {total:>9.2f}  of {budget:.2f} {unit}: {verdict}")
+                kept = f" ({budget + HEADROOM_GIB:g} less {HEADROOM_GIB:g} kept free for CUDA, NCCL)" if gpu else ""
+                rows.append(f"  {'total':<52} {total:>9.2f}  of {budget:.2f} {unit}{kept}: {verdict}")
             else:
                 rows.append(f"  {'total':<52} {total:>9.1f}  {unit}")
             return rows
 
         out = [self.title, *self.notes, ""]
-        out += table("training, per GPU (GiB)", self.training, self.training_budget) + [""]
-        out += table("rollout, per GPU (GiB)", self.rollout, self.rollout_budget) + [""]
+        out += table("training, per GPU (GiB)", self.training, self.training_budget, gpu=True) + [""]
+        out += table("rollout, per GPU (GiB)", self.rollout, self.rollout_budget, gpu=True) + [""]
         if self.cpu:
             out += table("CPU memory, per node (GiB)", self.cpu, self.cpu_budget) + [""]
         out += table("one step (seconds)", self.time, None, "s") + [""]
@@ -340,7 +341,8 @@ def _time(config, shape: ModelShape, n_gpus: int, hw: Hardware, engine: str, con
     decode_steps = per_engine * mean_response / slots
     return [
         Line("sampling (decode, bandwidth-bound)", decode_steps * decode_step,
-             f"{per_engine} seq/engine x {mean_response} tok / {slots} at once x {decode_step * 1e3:.1f} ms"),
+             f"{per_engine} seq/engine x {mean_response} tok / {slots} at once x {decode_step * 1e3:.1f} ms"
+             + (" (KV cache at the mean length)" if engine == "verl" else "")),
         Line("old log-probs (one forward)", old_logprob,
              f"{trained} seq x {seq} tok x {flops_per_token / 1e9:.1f} GFLOP / ({n_gpus} x {hw.tflops:g} T x {MFU})"),
         Line(f"updates ({passes} forward-equivalents{', with the critic' if passes > 4 else ''})", update,
@@ -439,7 +441,8 @@ def _verl_cluster_memory(config, shape: ModelShape, n_gpus: int, nodes: int, hw:
              f"engines), dynamic batch {config.micro_batch_size * seq} tokens per GPU, "
              f"offload {'on' if config.offload else 'off'}",
              f"vLLM KV cache: {shape.kv_bytes_per_token / 1024:.0f} KiB per token; {max(kv, 0):.1f} GiB x TP "
-             f"{config.rollout_tensor_parallel} per engine holds {concurrent} sequences of {seq} tokens at once"]
+             f"{config.rollout_tensor_parallel} per engine holds {concurrent} sequences of {seq} tokens at once (more of "
+             "the mean length: the step time's 'at once')"]
     if concurrent < 1:
         problems.append(f"vLLM's KV cache cannot hold one {seq}-token sequence: raise rollout_gpu_memory or "
                         "rollout_tensor_parallel")
