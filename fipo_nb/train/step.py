@@ -266,16 +266,16 @@ def run_step(trainer: "Trainer", progress: StepProgress, safe_point: Callable[[s
 def critic_values(trainer: "Trainer", rollout: Rollout) -> torch.Tensor:
     """No-grad values [N, R] of every row (0 at padding), split into mini- and micro-batches as the
     critic's updates split them, so the first update's values start exactly at the old ones."""
-    config = trainer.config
+    config, critic = trainer.config, trainer.critic
     parts = micro_batch_ranges(len(rollout), config.mini_batch_size * config.samples_per_prompt,
                                config.micro_batch_size)
-    out = torch.zeros(rollout.response_ids.shape)  # [N, R]
-    with torch.no_grad(), trainer.critic.active():
-        for micro in (m for mini in parts for m in mini):
-            part = rollout.select(micro)
-            values = trainer.critic.values(part.prompt_ids, part.prompt_mask, part.response_ids, part.response_mask)
-            out[micro.start: micro.stop, : values.shape[1]] = (values * part.response_mask.to(values.device)).cpu()
-    return out
+
+    def masked_values(part: Rollout) -> torch.Tensor:
+        values = critic.values(part.prompt_ids, part.prompt_mask, part.response_ids, part.response_mask)
+        return values * part.response_mask.to(values.device)
+
+    with critic.active():
+        return _per_token_no_grad(rollout, list(range(len(rollout))), parts, masked_values)
 
 
 def gae_targets(config, batch: Batch, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -340,10 +340,16 @@ def log_probs(trainer: "Trainer", rollout: Rollout, rows: list[int] | None = Non
     else:
         rows = list(rows)
         parts = micro_batch_ranges(len(rows), max(len(rows), 1), config.micro_batch_size)
+    return _per_token_no_grad(rollout, rows, parts, trainer.micro_log_probs)
+
+
+def _per_token_no_grad(rollout: Rollout, rows: list[int], parts: list[list[range]], per_token) -> torch.Tensor:
+    """per_token(micro-batch's rows) [m, R_part] for each micro-batch of `parts` (ranges into `rows`), without
+    gradients, gathered into [n, R] on the CPU (0 past each micro-batch's width)."""
     out = torch.zeros(len(rows), rollout.response_ids.shape[1])  # [n, R]
     with torch.no_grad():
         for micro in (m for mini in parts for m in mini):
-            values = trainer.micro_log_probs(rollout.select([rows[i] for i in micro]))  # [m, R_part]
+            values = per_token(rollout.select([rows[i] for i in micro]))  # [m, R_part]
             out[micro.start: micro.stop, : values.shape[1]] = values.detach().cpu()
     return out
 
