@@ -121,3 +121,17 @@ def test_the_critic_starts_as_the_policys_base_model(tmp_path, mode):
         with critic.active():
             critic_hidden = _body_and_head(critic.model)[0](input_ids=ids, attention_mask=mask)[0]
     assert torch.equal(policy_hidden, critic_hidden)  # LoRA's B starts at 0; a copy is a copy
+
+
+def test_micro_batches_narrower_than_the_rollout_take_their_own_columns_of_the_token_advantages(tmp_path):
+    # one row per micro-batch: each is trimmed to its own response's length, narrower than the rollout's widest;
+    # GAE's advantages are per token ([N, R]), and each micro-batch's loss takes its own columns of them
+    wide = FIPOTrainer(smoke(tmp_path / "wide")).step()
+    narrow = FIPOTrainer(smoke(tmp_path / "narrow", "micro_batch_size=1")).step()
+    lengths = narrow.rollout.response_lengths
+    assert int(lengths.min()) < narrow.rollout.response_ids.shape[1]  # some micro-batch is narrower
+    assert torch.equal(narrow.rollout.response_ids, wide.rollout.response_ids)  # the same samples
+    scale = float(wide.token_advantages.abs().max())
+    assert torch.allclose(narrow.token_advantages, wide.token_advantages, rtol=0,
+                          atol=1000 * torch.finfo(torch.float32).eps * scale)
+    assert narrow.metrics["critic/vf_loss"] == pytest.approx(wide.metrics["critic/vf_loss"], rel=1e-3)

@@ -71,7 +71,7 @@ def accumulate_gradient(
     """Backpropagate the mini-batch made of `micro_batches` into `parameters`' .grad (zeroed first).
 
     log_probs(rows) -> [n, r] log pi_theta of those rows' responses, with grad (r <= R).
-    old_log_probs, loss_mask, response_mask: [N, R] for the whole rollout; advantages: [N].
+    old_log_probs, loss_mask, response_mask: [N, R] for the whole rollout; advantages: [N], or [N, R] (GAE).
     On return the gradient is that of the token-mean over kept tokens (see the module doc);
     it is not clipped and no optimizer step is taken.
     """
@@ -95,7 +95,9 @@ def accumulate_gradient(
         r, device = new.shape[1], new.device
         old = old_log_probs[micro.start: micro.stop, :r].to(device)  # [n, r]
         mask = loss_mask[micro.start: micro.stop, :r].to(device)  # [n, r]
-        out = policy_loss(new, old, advantages[micro.start: micro.stop].to(device), mask, config,
+        advantage = advantages[micro.start: micro.stop]  # [n] per response, or [n, R] per token (GAE): to r
+        advantage = (advantage[:, :r] if advantage.dim() == 2 else advantage).to(device)
+        out = policy_loss(new, old, advantage, mask, config,
                           num_tokens=tokens, num_sequences=sequences)  # normalised by the mini-batch's tokens
         if not torch.isfinite(out.loss):
             result.finite = False
