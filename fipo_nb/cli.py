@@ -136,7 +136,8 @@ def _trainer(config, *, resume: bool, fallback: bool, overwrite: bool, resume_fr
             return trainer
         print(f"no checkpoint in {out}: starting at step 0", flush=True)
     elif list_checkpoints(out) and not overwrite:
-        raise CLIError(f"{out} holds checkpoints of an earlier run: --resume continues it, --overwrite starts over")
+        raise CLIError(f"{out} holds checkpoints of an earlier run: --out DIR writes this run elsewhere, --resume "
+                       "continues that one, --overwrite replaces it")
     return _checked(FIPOTrainer, config)
 
 

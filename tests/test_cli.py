@@ -85,7 +85,7 @@ def test_report_names_a_broken_metrics_line(tmp_path):
         ("latin1.jsonl", b'{"problem": "caf\xe9?", "answer": "3"}\n',
          "latin1.jsonl line 1 (row 0, field 'problem'): not UTF-8 text"),
         ("list.jsonl", b'{"problem": ["What is", "2+2?"], "answer": "4"}\n',
-         "list.jsonl row 0: problem must be text or a number, got a list"),
+         "list.jsonl row 0 (counted from 0): problem must be text or a number, got a list"),
     ],
 )
 def test_bad_data_file_is_one_line_naming_it_and_nothing_is_trained(tmp_path, name, content, message):

@@ -300,3 +300,12 @@ def test_a_run_whose_responses_mostly_run_out_of_tokens_says_so_once(tmp_path, c
     assert "ran out of max_response_length=6 tokens" in lines[0] and "--set max_response_length=N" in lines[0]
     assert truncation_note([{"response/truncated_frac": 0.2}, {"response/truncated_frac": 0.25}], 6) is None
     assert truncation_note([{"response/truncated_frac": 0.2}, {"response/truncated_frac": 0.3}], 6) is not None
+
+
+def test_steps_where_every_group_scored_alike_are_named():
+    from fipo_nb.train.runlog import no_signal_note
+
+    note = no_signal_note([{"step": 1, "groups/all_equal_frac": 1.0}, {"step": 2, "groups/all_equal_frac": 0.5},
+                           {"step": 3, "groups/all_equal_frac": 1.0}])
+    assert note.startswith("note: at step(s) 1, 3 every group's responses scored alike") and "dynamic_sampling" in note
+    assert no_signal_note([{"step": 1, "groups/all_equal_frac": 0.75}]) is None

@@ -320,3 +320,11 @@ def test_the_report_says_why_a_run_has_no_evaluation(tmp_path):
     assert "no eval_data and no eval_holdout" in _eval_section(tmp_path, {"eval_data": None, "eval_holdout": 0.0})
     assert "eval_every=0" in _eval_section(tmp_path, {"eval_data": None, "eval_holdout": 0.1, "eval_every": 0})
     assert "eval_every=5: none was due yet" in _eval_section(tmp_path, {"eval_data": "x", "eval_every": 5})
+
+
+def test_a_later_response_the_earlier_updates_did_not_move_says_why_its_weights_are_one():
+    still = {"step": 1, "sample": 4, "mini_batch": 1, "loss": "fipo", "advantage": 0.5, "tokens": ["a", "b"],
+             "metrics": {"weight": [1.0, 1.0], "log_ratio": [0.0, 0.0], "future_kl": [0.0, 0.0]}}
+    assert "did not move the policy" in record_note(still, "weight")
+    moved = dict(still, metrics={**still["metrics"], "log_ratio": [0.0, 0.01]})
+    assert record_note(moved, "weight") == ""

@@ -72,12 +72,12 @@ def from_records(
     DAPO rows ({"prompt": [messages], "reward_model": {"ground_truth": ...}, ...}) keep their
     prompt as is: it already holds the instruction. AIME-style rows ({"problem" | "question",
     "answer"}, any capitalisation) are wrapped in `instruction` (None: the bare problem).
-    A bad row raises DataError("<origin> row <i>: <what is missing>"); rows count from 0, as the
-    problems' ids ("<origin>:<i>") do.
+    A bad row raises DataError("<origin> row <i> (counted from 0): <what is missing>"); rows count from 0,
+    as the problems' ids ("<origin>:<i>") do.
     """
     problems = []
     for index, row in enumerate(records):
-        where, id = f"{origin} row {index}", f"{origin}:{index}"
+        where, id = f"{origin} row {index} (counted from 0)", f"{origin}:{index}"
         if not isinstance(row, dict):
             raise DataError(f"{where}: expected a dict, got {type(row).__name__}")
         if "reward_model" in row or ("prompt" in row and not isinstance(row["prompt"], str)):

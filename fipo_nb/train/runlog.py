@@ -57,6 +57,17 @@ def truncation_note(rows: list[dict[str, float]], limit: int) -> str | None:
             "--set max_response_length=N (TrainConfig(max_response_length=N)) gives longer answers room")
 
 
+def no_signal_note(rows: list[dict[str, float]]) -> str | None:
+    """A line naming the steps in `rows` where every group's responses scored alike: their advantages are all
+    0, so those steps trained nothing (and FIPO's weights stay 1 in the steps after them). None otherwise."""
+    idle = [int(r["step"]) for r in rows if r.get("groups/all_equal_frac") == 1.0]
+    if not idle:
+        return None
+    return (f"note: at step(s) {', '.join(map(str, idle))} every group's responses scored alike (all right or all "
+            "wrong): every advantage was 0 and the step changed nothing. Easier problems, more samples_per_prompt or "
+            "dynamic_sampling=true (DAPO's: it draws again until groups differ) give the run something to learn")
+
+
 class RunLog:
     """Appends metrics and evaluations of a run in `out_dir`."""
 

@@ -41,7 +41,8 @@ from .checkpoint import (
 from .collect import sample_batch
 from .evaluation import evaluate
 from .interrupts import SafeInterrupt
-from .runlog import RunLog, format_eval_row, format_table_header, format_table_row, truncation_note
+from .runlog import (RunLog, format_eval_row, format_table_header, format_table_row, no_signal_note,
+                     truncation_note)
 from .step import SampledStep, StepProgress, StepResult, run_step
 
 __all__ = ["FIPOTrainer", "SampledStep", "StepProgress", "StepResult"]
@@ -273,9 +274,9 @@ class FIPOTrainer:
                 self.save()
         finally:
             bar.close()
-        note = truncation_note(done, self.config.max_response_length)
-        if note and (progress or table):
-            print(note, flush=True)
+        for note in (no_signal_note(done), truncation_note(done, self.config.max_response_length)):
+            if note and (progress or table):
+                print(note, flush=True)
         return done
 
     def save(self) -> Path:

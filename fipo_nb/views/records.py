@@ -125,6 +125,12 @@ def record_note(record: dict, metric: str) -> str:
         return ("This response was in the first mini-batch of its step: it was scored by the policy that had "
                 "sampled it, so its log-ratio and Future-KL are 0 and every weight is exactly 1. FIPO acts from "
                 "the second mini-batch on; its post_update_future_kl, when traced, shows how the whole step moved it.")
+    moved = [v for v in (record.get("metrics") or {}).get("log_ratio") or [] if v is not None]
+    if record.get("mini_batch") and record.get("loss") == "fipo" and moved and not any(moved) and \
+            metric in ("weight", "future_kl", "log_ratio", "ratio"):
+        return ("The updates before this response's mini-batch did not move the policy (e.g. their groups all "
+                "scored alike: advantage 0, nothing to learn), so its log-ratio and Future-KL are 0 and every weight "
+                "is exactly 1: FIPO had nothing to re-weight yet.")
     if record.get("advantage") == 0 and metric in ("weight", "token_advantage"):
         return ("Every response of this one's group scored the same, so its advantage is 0: its weights multiply "
                 "0 and the update does not move it by its own loss (dynamic sampling drops such groups).")
