@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.fipo-nb-installed
 TORCH := torch==2.13.0
+# where torch comes from: pip's own index by default; on Linux x86-64 PyPI's torch is the CUDA build, so pass
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu where pip does not offer the CPU wheel itself
+TORCH_INDEX ?=
 LOCK := requirements.lock
 RETRY := bash scripts/retry.sh 3
 # Wheels only: nothing is built from source (reasoning-gym, whose pycosat is C sources on PyPI, is the
@@ -28,7 +31,7 @@ $(BIN)/python:
 # compiling), then fipo_nb itself, editable, with the lock as constraints. Each step is retried after
 # a network hiccup.
 $(STAMP): pyproject.toml $(LOCK) Makefile | $(BIN)/python
-	$(RETRY) $(PIP) install --quiet "$(TORCH)"
+	$(RETRY) $(PIP) install --quiet "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(RETRY) $(PIP) install --quiet $(WHEELS_ONLY) -r $(LOCK)
 	$(RETRY) $(PIP) install --quiet $(WHEELS_ONLY) -c $(LOCK) -e ".[test,trl]"
 	touch $(STAMP)
@@ -47,7 +50,7 @@ VERL_WHEELS_ONLY := --only-binary=:all: --no-binary=antlr4-python3-runtime
 $(VERL_STAMP): pyproject.toml requirements-verl.lock Makefile
 	test -x $(VERL_VENV)/bin/python || $(PYTHON) -m venv $(VERL_VENV)
 	echo "$(TORCH)" > $(VERL_VENV)/torch-pin.txt
-	$(RETRY) $(VERL_VENV)/bin/python -m pip install --quiet "$(TORCH)"
+	$(RETRY) $(VERL_VENV)/bin/python -m pip install --quiet "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(RETRY) $(VERL_VENV)/bin/python -m pip install --quiet $(VERL_WHEELS_ONLY) -r requirements-verl.lock -c $(VERL_VENV)/torch-pin.txt
 	$(RETRY) $(VERL_VENV)/bin/python -m pip install --quiet --no-deps -e .
 	touch $(VERL_STAMP)

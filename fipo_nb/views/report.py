@@ -78,7 +78,7 @@ def _eval_section(run_dir: Path, config: dict) -> str:
 
 def _eval_source(config: dict) -> str:
     if config.get("eval_holdout"):
-        return f"held out of <code>{html.escape(str(config.get('data')))}</code> (never trained on)"
+        return f"from <code>{html.escape(str(config.get('data')))}</code> (never trained on)"
     return f"of <code>{html.escape(str(config.get('eval_data')))}</code>"
 
 

@@ -101,7 +101,9 @@ class Launch:
                 source = DAPO_FILES.get(Path(value).name)
                 lines.append(f"# {key}={value} is relative: give it as a path every node reads "
                              f"(--set {'data' if key == 'data.train_files' else 'eval_data'}=/shared/{Path(value).name})"
-                             + (f"; DAPO's file: wget -O {Path(value).name} '{source}'" if source else "") + "\n")
+                             + (f"; DAPO's file: wget -O {Path(value).name} '{source}'" if source else "")
+                             + (", then write the launch again where it is (its repeated rows are read once)"
+                                if source and key == "data.val_files" else "") + "\n")
         return "".join(lines)
 
     def script(self, argv: list[str] | None = None) -> str:
@@ -117,7 +119,7 @@ class Launch:
                 "# Start Ray on every node first (ray start --head / ray start --address=HEAD:6379), with fipo_nb\n"
                 "# installed on each (pip install a clone or wheel of fipo_nb, not on PyPI: the workers import\n"
                 "# fipo_nb.integrations.verl). Then run this script on the head node, or submit it:\n"
-                "# ray job submit --address http://HEAD:8265 -- bash launch.sh\n"
+                f"# ray job submit --address http://HEAD:8265 --working-dir {self.out.resolve()} -- bash launch.sh\n"
                 "# It runs verl with the python3 first on PATH: activate verl's environment first (source\n"
                 f"# .venv-verl/bin/activate, made by `make verl-venv`, or the cluster's own with verl {VERL_VERSION}).\n"
                 f"# Run length: {length}.\n"
