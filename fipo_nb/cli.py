@@ -273,12 +273,12 @@ def _cmd_launch(args: argparse.Namespace) -> int:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from .integrations.verl import default_cluster
-    from .integrations.verl.plan import plan
+    from .integrations.verl.plan import Hardware, plan
 
     config = _resolve(args.preset, args.set, None, None)
     nodes, gpus = default_cluster(config, args.nodes, args.gpus_per_node)  # as `fipo-nb launch verl`
     print(_checked(plan, config, nodes, gpus, args.gpu_memory, engine=args.engine,
-                   mean_response=args.mean_response))
+                   mean_response=args.mean_response, hardware=Hardware(cpu_memory_gib=args.cpu_memory)))
     return 0
 
 
@@ -386,7 +386,10 @@ def _plan_parser(commands) -> argparse.ArgumentParser:
     plan = commands.add_parser("plan", help="per-GPU memory and step time of a preset on a cluster")
     _add_preset(plan, help_text=None)
     _add_cluster(plan)
-    plan.add_argument("--gpu-memory", type=float, default=80.0, metavar="GIB", help="memory of one GPU in GiB")
+    plan.add_argument("--gpu-memory", type=float, default=80.0, metavar="GIB", help="memory of one GPU in GiB "
+                      "(default 80)")
+    plan.add_argument("--cpu-memory", type=float, default=1024.0, metavar="GIB",
+                      help="CPU memory of one node in GiB, for offloaded states (default 1024)")
     plan.add_argument("--engine", choices=["verl", "fipo_nb"], help="default: fipo_nb for single-device presets")
     plan.add_argument("--mean-response", type=int, help="mean response tokens for the step time (default: max / 2)")
     _add_set(plan)

@@ -77,6 +77,10 @@ def test_cli_plan_prints_the_arithmetic():
                            "--gpus-per-node", "8", "--gpu-memory", "80"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "verdict: fits on 16 x 8 GPUs" in done.stdout and "vLLM KV cache" in done.stdout
+    assert "of 78.00 GiB (80 less 2 kept free for CUDA, NCCL): fits" in done.stdout
+    small = subprocess.run([sys.executable, "-m", "fipo_nb.cli", "plan", "--preset", "paper-fipo-32b", "--nodes", "16",
+                            "--gpus-per-node", "8", "--cpu-memory", "16"], capture_output=True, text=True)
+    assert "30.51  of 16.00 GiB: DOES NOT FIT" in small.stdout  # the offloaded fp32 states need 30.5 GiB per node
 
 
 @pytest.mark.parametrize("kwargs, named", [

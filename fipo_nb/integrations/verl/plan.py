@@ -8,7 +8,8 @@ optionally with parameters, gradients and Adam states offloaded to CPU, activati
 the dynamic-batch token budget split by the Ulysses degree, and vLLM rollouts at their tensor
 parallelism inside `rollout_gpu_memory` of each GPU (the rest of the GPU must hold whatever
 training state stays resident). "fipo_nb" (one device): fipo_nb's own trainer, with 4-bit QLoRA,
-LoRA or full weights, its chunked log-prob head, and transformers' generate() KV cache.
+LoRA or full weights, its chunked log-prob head, and the rollout's KV cache (every row at full length: the most
+it can hold).
 
 Every figure is an estimate from the model's shape (no allocator fragmentation, no CUDA context,
 no framework buffers beyond the headroom `HEADROOM_GIB` kept free on every GPU), and each line
@@ -185,7 +186,7 @@ class Plan:
         out += table("training, per GPU (GiB)", self.training, self.training_budget, gpu=True) + [""]
         out += table("rollout, per GPU (GiB)", self.rollout, self.rollout_budget, gpu=True) + [""]
         if self.cpu:
-            out += table("CPU memory, per node (GiB)", self.cpu, self.cpu_budget) + [""]
+            out += table("CPU memory, per node (GiB; fipo-nb plan --cpu-memory)", self.cpu, self.cpu_budget) + [""]
         out += table("one step (seconds)", self.time, None, "s") + [""]
         if self.fits:
             out.append(f"verdict: fits on {self.nodes} x {self.gpus_per_node} GPUs")
@@ -310,7 +311,8 @@ def _single_memory(config, shape: ModelShape):
     rows = config.rollout_batch_size or config.prompts_per_step * config.samples_per_prompt
     seq = config.max_prompt_length + config.max_response_length
     rollout = weights[:1] + [
-        Line("generate() KV cache, bf16, every row at full length", _gib(rows * seq * shape.kv_bytes_per_token),
+        Line(f"KV cache ({config.rollout_backend} sampling), bf16, all rows at full length",
+             _gib(rows * seq * shape.kv_bytes_per_token),
              f"{rows} rows x {seq} tok x {shape.kv_bytes_per_token / 1024:.0f} KiB"),
         Line("next-token logits, fp32", _gib(rows * shape.vocab * 4), f"{rows} rows x V {shape.vocab} x 4 B")]
     return training, rollout
@@ -423,7 +425,8 @@ def _single_device_memory(config, shape: ModelShape, n_gpus: int) -> _Memory:
     if config.advantage_estimator == "gae":
         problems.append("advantage_estimator 'gae' needs a critic: engine verl")
     training, rollout = _single_memory(config, shape)
-    notes = ["one device: sampling (transformers generate) and training share the GPU, one after the other"]
+    notes = [f"one device: sampling (rollout_backend={config.rollout_backend}) and training share the GPU, one after "
+             "the other"]
     return _Memory(training, rollout, notes=notes, problems=problems)
 
 
