@@ -124,7 +124,7 @@ def test_partial_checkpoints_are_never_taken_for_complete_ones(tmp_path):
 def test_a_fresh_run_does_not_silently_reuse_an_old_output_dir(tmp_path):
     assert cli("train", "--preset", "cpu-smoke", "--steps", "1", "--out", str(tmp_path)).returncode == 0
     again = cli("train", "--preset", "cpu-smoke", "--steps", "1", "--out", str(tmp_path))
-    assert again.returncode == 2 and "--resume continues it, --overwrite starts over" in again.stderr
+    assert again.returncode == 2 and "--resume continues that one, --overwrite replaces it" in again.stderr
     over = cli("train", "--preset", "cpu-smoke", "--steps", "1", "--out", str(tmp_path), "--overwrite")
     assert over.returncode == 0 and [r["step"] for r in rows(tmp_path)] == [1]
 
