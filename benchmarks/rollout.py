@@ -10,7 +10,10 @@ Each repeat samples the same rollout (same prompts, same seed) with every path i
                     so its samples are only comparable in distribution (--no-continuous skips it)
 
 and prints the median time, response tokens per second, the rows x steps each path computed,
-and whether its samples equal generate's token for token. Public API only (fipo_nb.rollout).
+and whether its samples equal generate's token for token. Every path samples with the same model
+weights, prompts and seed in each repeat, so where the samples are equal the work is too and the
+last line compares times; where they are not (or for generate_batch) compare time per token.
+Public API only (fipo_nb.rollout).
 
     .venv/bin/python benchmarks/rollout.py [--model smollm2-135m-instruct] [--mode lora] [--repeats 3] [--quick]
 """
@@ -152,8 +155,14 @@ def run(args) -> None:
             verdict = "(reference)"
         print(f"{name:16} {seconds:>8.2f} {count:>7.0f} {count / seconds:>9.1f} {work:>13} "
               f"{base / (seconds / count):>8.2f}x  {verdict}")
-    speedup = statistics.median(times["generate"]) / statistics.median(times["compact"])
-    print(f"compact over generate: {speedup:.2f}x (time for the same samples)")
+    if same["compact"]:  # the same tokens: equal work, so time against time
+        speedup = statistics.median(times["generate"]) / statistics.median(times["compact"])
+        print(f"compact over generate: {speedup:.2f}x (time for the same samples)")
+    else:  # a draw flipped by float rounding: the token counts may differ, so time per token
+        per_token = {name: statistics.median(t / n for t, n in zip(times[name], tokens[name]))
+                     for name in ("generate", "compact")}
+        print(f"compact over generate: {per_token['generate'] / per_token['compact']:.2f}x (time per response "
+              f"token: the samples differ)")
 
 
 def _chunks(rows: int, size: int | None) -> list[slice]:

@@ -27,17 +27,20 @@ up to float rounding). Each round runs in two modes:
            hook, the same on both sides; transformers' suppress_tokens does this to the scores), so
            every response runs to 64 tokens: the same response and prompt token counts on every
            side, which the script checks (it raises if they differ)
-  natural  the stop tokens are honoured: responses end where the model ends them (for reference)
+  natural  the stop tokens are honoured: responses end where the model ends them (for reference).
+           Where every side's responses are identical (the count says so) this is equal work too,
+           and it keeps what the fixed mode takes away: responses of different lengths, whose
+           finished rows fipo_nb's decode loop drops and whose padding its packing skips
 Per round and trainer it prints sampling seconds (generation only), training seconds (the rest of
 the step: rewards, old log-probs, updates), step seconds, response and prompt tokens, and per
-round the step-time ratio TRL dapo / fipo_nb at equal work. Round 0 (fixed) warms up and is not
+round the step-time ratio TRL dapo / fipo_nb and the load. Round 0 (fixed) warms up and is not
 counted. A last round (fixed) measures the memory each step needs: the peak resident set during the
 step above the resident set at its start (VmHWM after a reset, minus VmRSS then; all three trainers
 stay resident throughout); for it glibc is made to return freed memory (fixed mmap threshold,
 malloc_trim), which slows allocation, so its times are shown but not counted.
 
 The measurement runs in a child process per thread count: at torch's default (OMP_NUM_THREADS
-unset) and at 1 thread (OMP_NUM_THREADS=1 and torch.set_num_threads(1)), each printing the
+unset) and, where that is more, at 1 thread (OMP_NUM_THREADS=1, torch.set_num_threads(1)), each printing the
 1-minute load average before and after it, since other work on the machine slows every side but not
 alike. The last line is the median, over the timed rounds, of the fixed mode's step-time ratio TRL
 dapo / fipo_nb fipo, at each thread count.
@@ -121,8 +124,8 @@ def compare_thread_counts(args) -> None:
         summaries = [run_child(args, "default", Path(folder))]
         if summaries[0]["threads"] > 1:
             summaries.append(run_child(args, "1", Path(folder)))
-    print(f"\n=== summary: step-time ratio TRL dapo / fipo_nb (above 1: fipo_nb is faster), medians of the timed "
-          f"rounds; step memory fipo_nb / TRL dapo")
+    print("\n=== summary: step-time ratio TRL dapo / fipo_nb (above 1: fipo_nb is faster), medians of the timed "
+          "rounds; step memory fipo_nb / TRL dapo")
     print(f"{'threads':>7} {'load before':>11} {'load after':>10} {'fixed fipo':>10} {'fixed dapo':>10} "
           f"{'natural fipo':>12} {'natural dapo':>12} {'memory fipo':>11}")
     for s in summaries:
@@ -132,6 +135,10 @@ def compare_thread_counts(args) -> None:
               f"{r['natural']['fipo_nb dapo']:>11.2f}x {s['memory'][HEADLINE]:>10.2f}x")
     parts = [f"{s['ratios']['fixed'][HEADLINE]:.2f}x at {s['threads']} thread{'s' * (s['threads'] > 1)}"
              f"{' (torch default)' if i == 0 else ''}" for i, s in enumerate(summaries)]
+    busiest, cores = max(max(s["load"]) for s in summaries), os.cpu_count() or 1
+    if busiest >= cores:
+        print(f"note: load up to {busiest:.2f} on {cores} cores: other work competed for the CPUs (at more than one "
+              f"thread a process then waits for its descheduled threads); read the per-round rows")
     print(f"speed-up over TRL: {', '.join(parts)} (fipo_nb fipo vs TRL dapo, step time, equal work: "
           f"fixed-length responses)")
 
@@ -171,7 +178,7 @@ def peak_memory_mib() -> float:
 
 @dataclass
 class Round:
-    """One step of every trainer: which, in which mode, sampled with which seed."""
+    """One step of every trainer, in one mode; every trainer samples it with the same seed."""
 
     index: int
     mode: str  # "fixed" or "natural"
@@ -201,10 +208,11 @@ class Step:
     prompt_tokens: int
     responses: list[list[int]] = field(repr=False)
     peak: float | None = None
+    training: float | None = None  # the step less its sampling, unless given (a median row: the median)
 
-    @property
-    def training(self) -> float:
-        return self.total - self.sampling
+    def __post_init__(self):
+        if self.training is None:
+            self.training = self.total - self.sampling
 
 
 HEADER = (f"{'round':>5} {'mode':7} {'trainer':13} {'sample s':>9} {'train s':>8} {'step s':>7} {'resp tok':>8} "
@@ -238,7 +246,8 @@ def round_summary(round_: Round, steps: dict[str, Step]) -> str:
     same = ", ".join(f"{name} {same_rows(steps[name].responses, reference)}/{len(reference)}"
                      for name in (BASE, "fipo_nb dapo"))
     ratios = ", ".join(f"/ {name} {steps[BASE].total / steps[name].total:.2f}x" for name in (HEADLINE, "fipo_nb dapo"))
-    return f"{'':>5} {round_.mode:7} step time TRL dapo {ratios}; responses identical to fipo_nb fipo's: {same}"
+    return (f"{'':>5} {round_.mode:7} step time TRL dapo {ratios}; responses identical to fipo_nb fipo's: {same}; "
+            f"load {os.getloadavg()[0]:.2f}")
 
 
 class Results:
@@ -260,7 +269,8 @@ class Results:
     def median_step(self, mode: str, name: str) -> Step:
         rows = [steps[name] for steps in self.timed(mode)]
         median = lambda key: statistics.median(getattr(s, key) for s in rows)  # noqa: E731
-        return Step(median("sampling"), median("total"), round(median("tokens")), round(median("prompt_tokens")), [])
+        return Step(median("sampling"), median("total"), round(median("tokens")), round(median("prompt_tokens")), [],
+                    training=median("training"))
 
     def peaks(self) -> dict[str, float]:
         return {name: steps[name].peak for round_, steps in self.steps if round_.memory for name in steps}
@@ -271,7 +281,6 @@ class Results:
             threads=threads, load=list(load),
             ratios={mode: {name: statistics.median(self.ratios(mode, name)) for name in TRAINERS[1:]}
                     for mode in MODES},
-            per_round={mode: {name: self.ratios(mode, name) for name in TRAINERS[1:]} for mode in MODES},
             memory={name: peaks[name] / peaks[BASE] for name in TRAINERS[1:]},
         )
 
@@ -359,7 +368,8 @@ class LastNumber:
     (TRL's reward function is not told which responses were cut)."""
 
     def __init__(self, config):
-        self.rule = MathReward(correct=config.reward_correct, incorrect=config.reward_incorrect, mode=config.answer_mode)
+        self.rule = MathReward(correct=config.reward_correct, incorrect=config.reward_incorrect,
+                               mode=config.answer_mode)
 
     def score(self, prompt: str, response: str, sample) -> RewardResult:
         return self.rule.score(prompt, response, sample)

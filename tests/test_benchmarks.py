@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import subprocess
 import sys
@@ -35,3 +36,32 @@ def test_benchmark_runs_quick(script, tmp_path):
                           timeout=600)
     assert proc.returncode == 0, f"{script.name} --quick failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert re.search(RESULT[script.name], proc.stdout), f"{script.name} --quick did not print its result:\n{proc.stdout}"
+    if script.name == "vs_trl.py":
+        assert_equal_work(proc.stdout)
+
+
+def assert_equal_work(stdout: str) -> None:
+    """vs_trl.py --quick (2 prompts x 2 samples, 8 new tokens): in the fixed-length mode every trainer's every
+    step has 32 response tokens and the same prompt tokens, at each thread count (the script raises otherwise)."""
+    rows = re.findall(r"^\s*(\d+|mem) fixed\s+(TRL dapo|fipo_nb dapo|fipo_nb fipo)\s+(?:[\d.]+\s+){3}(\d+)\s+(\d+)",
+                      stdout, re.MULTILINE)
+    children = len(re.findall(r"^=== .* thread\(s\): ", stdout, re.MULTILINE))  # torch's default, and 1 if that is more
+    assert children >= 1 and len(rows) == children * 3 * 3, stdout  # warm-up, one timed and the memory round
+    assert {name for _, name, _, _ in rows} == {"TRL dapo", "fipo_nb dapo", "fipo_nb fipo"}
+    assert {tokens for _, _, tokens, _ in rows} == {"32"}, rows
+    assert len({prompt for _, _, _, prompt in rows}) == 1, rows
+
+
+def test_vs_trl_refuses_unequal_work(monkeypatch):
+    """The check vs_trl.py runs after every round: unequal token counts in the fixed-length mode raise."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS[0].parent))
+    vs_trl = importlib.import_module("vs_trl")  # imports no TRL: the trainers are built in measure()
+    step = lambda tokens, prompt_tokens=40: vs_trl.Step(1.0, 2.0, tokens, prompt_tokens, [])  # noqa: E731
+    fixed, natural = vs_trl.Round(1, "fixed", "1"), vs_trl.Round(1, "natural", "1")
+    equal = {name: step(32) for name in vs_trl.TRAINERS}
+    vs_trl.check_equal_work(fixed, equal, rows=4, max_new_tokens=8)
+    vs_trl.check_equal_work(natural, {**equal, "TRL dapo": step(29)}, rows=4, max_new_tokens=8)  # EOS honoured
+    with pytest.raises(RuntimeError, match="response tokens"):
+        vs_trl.check_equal_work(fixed, {**equal, "TRL dapo": step(29)}, rows=4, max_new_tokens=8)
+    with pytest.raises(RuntimeError, match="prompts differ"):
+        vs_trl.check_equal_work(natural, {**equal, "fipo_nb dapo": step(32, 41)}, rows=4, max_new_tokens=8)
