@@ -20,7 +20,8 @@ from fipo_nb.presets import get_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 ONLY_VERL_SETTINGS = ["strategy", "rollout_tensor_parallel", "rollout_gpu_memory", "sequence_parallel", "offload"]
-ONLY_SINGLE_SETTINGS = ["logprob_chunk_size", "rollout_backend", "pack_sequences", "reward_workers", "reward_timeout"]
+ONLY_SINGLE_SETTINGS = ["logprob_chunk_size", "rollout_backend", "pack_sequences", "share_prompts", "reward_workers",
+                        "reward_timeout"]
 
 
 @pytest.mark.parametrize("cls", [TrainConfig, FIPOConfig])

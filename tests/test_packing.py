@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from fipo_nb.models import load_policy
-from fipo_nb.models.packing import pack_rows, packing_supported, response_logprobs
+from fipo_nb.models.packing import (
+    layout_cost, pack_rows, packed_token_logprobs, packing_supported, response_logprobs, sharing_supported,
+)
 from fipo_nb.presets import apply_overrides, get_preset
 from fipo_nb.rollout import generate, pad_token_id
 from fipo_nb.trainer import FIPOTrainer
@@ -84,6 +86,103 @@ def test_a_packed_step_equals_a_padded_step_and_its_first_update_is_on_policy(tm
     first = packed.mini_batch == 0
     assert (packed.log_ratio[first] == 0).all()  # old log-probs and the 1st update pack the same micro-batches
     torch.testing.assert_close(packed.weights, padded.weights, rtol=0, atol=1e-4)
+
+
+def test_rows_with_the_same_prompt_share_it_in_one_segment():
+    # rows 0, 2 answer prompt [11, 12], row 1 prompt [21]; row 2's response is [15] (one token)
+    prompt_ids, prompt_mask = torch.tensor([[11, 12], [0, 21], [11, 12]]), torch.tensor([[1, 1], [0, 1], [1, 1]]) > 0
+    response_ids = torch.tensor([[13, 14], [22, 23], [15, 0]])
+    packed = pack_rows(prompt_ids, prompt_mask, response_ids, response_ids != 0, pad_id=0, share_prompts=True)
+    # segments: [11 12 | 13 14 | 15] (5 tokens), [21 | 22 23] (3): one bin each, capacity 5
+    assert packed.input_ids.tolist() == [[11, 12, 13, 14, 15], [21, 22, 23, 0, 0]]
+    assert packed.position_ids.tolist() == [[0, 1, 2, 3, 2], [0, 1, 2, 0, 1]]  # each response continues the prompt
+    assert packed.branch.tolist() == [[0, 0, 1, 1, 2], [0, 1, 1, 0, 0]]
+    assert packed.segment.tolist() == [[0, 0, 0, 0, 0], [0, 0, 0, -1, -1]]
+    assert packed.targets.tolist() == [13, 14, 15, 22, 23]
+    assert packed.predictor.tolist() == [1, 2, 1, 5, 6]  # 15 is predicted by the prompt's last token, as 13
+    mask = packed.attention_mask()[0, 0].int().tolist()  # bin 0: 15 (column 4) sees the prompt and itself
+    assert mask[4] == [1, 1, 0, 0, 1] and mask[3] == [1, 1, 1, 1, 0] and mask[1] == [1, 1, 0, 0, 0]
+    assert packed.attention_mask()[1, 0, 4].int().tolist() == [0, 0, 0, 1, 1]  # padding sees padding only
+    plain = pack_rows(prompt_ids, prompt_mask, response_ids, response_ids != 0, pad_id=0)
+    assert plain.segment is None and plain.attention_mask() is None  # the model's own mask from the positions
+
+
+@pytest.mark.parametrize("name,attention", [("tiny-qwen2-char", "sdpa"), ("tiny-qwen3", "sdpa"),
+                                            ("tiny-qwen2-char", "eager")])
+def test_shared_prompt_log_probs_and_gradients_equal_the_padded_layout(name, attention):
+    policy = load_policy(name, "lora", lora_r=4, device="cpu")
+    policy.model.set_attn_implementation(attention)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for param in policy.trainable_parameters():
+            param.normal_(0.0, 0.05)
+    rollout = generate(policy.model, policy.tokenizer, PROMPTS, n=3, max_prompt_length=512, max_new_tokens=24)
+    lengths = torch.minimum(rollout.response_lengths, torch.arange(24, 0, -2)[: len(rollout)])  # [N] all different
+    mask = torch.arange(rollout.response_ids.shape[1])[None, :] < lengths[:, None]  # [N, R]
+    args = (rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids * mask, mask)
+    assert sharing_supported(policy.model)
+    values, grads = {}, {}
+    for share in (False, True):
+        policy.model.zero_grad(set_to_none=True)
+        if share:
+            packed = pack_rows(*args, pad_id=pad_token_id(policy.tokenizer), share_prompts=True)
+            assert packed.input_ids.shape[0] < len(PROMPTS) * 3  # three rows per prompt in fewer bins
+            out = packed_token_logprobs(policy.model, packed, tuple(mask.shape))
+        else:
+            out = response_logprobs(policy.model, *args, pad_id=pad_token_id(policy.tokenizer), pack=False)
+        (out[mask] * torch.linspace(-1, 1, int(mask.sum()))).sum().backward()
+        values[share] = out.detach()
+        grads[share] = torch.cat([p.grad.flatten() for p in policy.trainable_parameters()])
+    eps = torch.finfo(torch.float32).eps
+    scale = values[False][mask].abs().max().item()  # float32 sums in another order: a few eps of the scale
+    torch.testing.assert_close(values[True][mask], values[False][mask], rtol=0, atol=64 * eps * scale)
+    assert (values[True][~mask] == 0).all()
+    scale = grads[False].abs().max().item()
+    torch.testing.assert_close(grads[True], grads[False], rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_a_model_that_ignores_the_shared_mask_does_not_share(monkeypatch):
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    policy = load_policy("tiny-qwen2-char", "lora", lora_r=4, device="cpu")
+    sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
+    # an attention that drops the mask and is causal over the whole bin: the responses would see each other
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "sdpa",
+                        lambda module, q, k, v, attention_mask, **kw: sdpa(module, q, k, v, None, **kw))
+    assert not sharing_supported(policy.model)
+
+
+def test_the_shared_layout_is_taken_where_it_computes_less():
+    from types import SimpleNamespace
+
+    smollm2 = SimpleNamespace(hidden_size=576, num_attention_heads=9, num_key_value_heads=3, intermediate_size=1536)
+
+    def layouts(prompt: int, response: int, rows: int = 4):
+        ids = torch.arange(1, prompt + 1).repeat(rows, 1)
+        responses = torch.arange(1, response + 1).repeat(rows, 1)
+        args = (ids, ids > 0, responses, responses > 0)
+        return (layout_cost(pack_rows(*args, pad_id=0, share_prompts=True), smollm2),
+                layout_cost(pack_rows(*args, pad_id=0), smollm2))
+
+    shared, plain = layouts(61, 64)  # the demo: a prompt as long as its responses
+    assert shared < 0.75 * plain
+    shared, plain = layouts(200, 8000)  # long responses: the dense mask's attention outweighs the prompt saved
+    assert shared > plain
+
+
+def test_a_step_with_shared_prompts_equals_one_without(tmp_path):
+    results = {}
+    for share in (True, False):
+        config = apply_overrides(get_preset("cpu-smoke"), [f"output_dir={tmp_path / str(share)}",
+                                                           f"share_prompts={share}", "micro_batch_size=8"])
+        results[share] = FIPOTrainer(config, reward_fn=lambda p, r, s: float(sum(map(ord, r)) % 2)).step()
+    shared, plain = results[True], results[False]
+    assert torch.equal(shared.rollout.response_ids, plain.rollout.response_ids)  # sampling is untouched
+    mask = shared.rollout.response_mask
+    torch.testing.assert_close(shared.old_log_probs[mask], plain.old_log_probs[mask], rtol=0, atol=1e-5)
+    assert (shared.log_ratio[shared.mini_batch == 0] == 0).all()  # both passes share the same micro-batches alike
+    torch.testing.assert_close(shared.weights, plain.weights, rtol=0, atol=1e-4)
+    torch.testing.assert_close(shared.log_ratio, plain.log_ratio, rtol=0, atol=1e-4)
 
 
 def test_doctests_in_packing_pass():

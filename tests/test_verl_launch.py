@@ -68,8 +68,8 @@ def test_a_field_mapped_by_another_changes_that_fields_overrides_only(tmp_path):
 def test_unused_fields_are_listed_with_why(tmp_path):
     job = launch(get_preset("paper-fipo-32b"), out=tmp_path)
     unused = [d for d in described(TrainConfig) if isinstance(d.setting.verl, Unused)]
-    assert [d.name for d in unused] == ["logprob_chunk_size", "rollout_backend", "pack_sequences", "reward_workers",
-                                        "reward_timeout"]
+    assert [d.name for d in unused] == ["logprob_chunk_size", "rollout_backend", "pack_sequences", "share_prompts",
+                                        "reward_workers", "reward_timeout"]
     for d in unused:
         assert f"{d.name}={getattr(job.config, d.name)!r}: {d.setting.verl.why}" in job.notes
 

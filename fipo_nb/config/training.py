@@ -279,6 +279,12 @@ class TrainConfig:
         True, "Old log-probs and updates lay each micro-batch's rows end to end without padding (packing.py): "
               "the same log-probs up to float rounding, without computing padding; False: the padded layout.",
         scope=ONLY_SINGLE, verl=Unused(f"{_OWN_TRAINER} removes padding itself (use_remove_padding=true)"))
+    share_prompts: bool = setting(
+        True, "With pack_sequences, the rows of a micro-batch that answer the same prompt compute it once: one "
+              "segment [prompt | response 1 | ... ] whose responses see the prompt and themselves only (packing.py, "
+              "a 4D attention mask), wherever the model's shape says that computes less (short responses to long "
+              "prompts). The same log-probs and gradients up to float rounding; False: every row its own prompt.",
+        scope=ONLY_SINGLE, verl=Unused(f"{_OWN_TRAINER} computes every row's prompt (verl has no shared-prefix passes)"))
     reward_workers: int | None = setting(
         0, "Worker processes that score responses (rewards/workers.py), so that a reward function that hangs or "
            "kills its process (a segfault, os._exit, out of memory) fails its sample as an exception would "

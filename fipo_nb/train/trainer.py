@@ -186,6 +186,7 @@ class FIPOTrainer:
             self.policy.model, part.prompt_ids, part.prompt_mask, part.response_ids, part.response_mask,
             pad_id=pad_token_id(self.policy.tokenizer), temperature=self.config.temperature or 1.0,
             chunk_size=self.config.logprob_chunk_size, pack=self.config.pack_sequences,
+            share_prompts=self.config.share_prompts,
         )  # response_logprobs moves the rows to the model
 
     def close(self) -> None:
