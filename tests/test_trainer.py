@@ -225,10 +225,40 @@ def test_old_log_probs_and_updates_split_rows_into_the_same_micro_batches(tmp_pa
 
     trainer.micro_log_probs = recording
     trainer.step()
-    assert [len(ids) for ids in seen[False]] == [6, 6, 4, 6, 6, 4]
-    assert len(seen[True]) == len(seen[False])
-    for old, new in zip(seen[False], seen[True]):
+    # the no-grad pass covers the 2nd mini-batch only: the 1st update's forward gives the 1st one's old log-probs
+    assert [len(ids) for ids in seen[True]] == [6, 6, 4, 6, 6, 4]
+    assert [len(ids) for ids in seen[False]] == [6, 6, 4]
+    for old, new in zip(seen[False], seen[True][3:]):
         assert torch.equal(old, new)
+
+
+@pytest.mark.parametrize("micro", [16, 6])
+def test_the_first_updates_forward_gives_the_old_log_probs_a_no_grad_pass_gives(tmp_path, micro):
+    from fipo_nb.train.step import log_probs
+
+    trainer = FIPOTrainer(smoke(tmp_path, f"micro_batch_size={micro}"), reward_fn=coin)
+    sampled = trainer.sample()
+    every_row = log_probs(trainer, sampled.batch.rollout)  # [N, R] the full no-grad pass, before any update
+    result = trainer.step(sampled)
+    first = result.mini_batch == 0
+    # a forward with grad computes what the no-grad one does (float32: a few epsilons of the scale at most)
+    eps, scale = torch.finfo(torch.float32).eps, every_row.abs().max().item()
+    assert first.sum() == 16
+    torch.testing.assert_close(result.old_log_probs[first], every_row[first], rtol=0, atol=64 * eps * scale)
+    assert torch.equal(result.old_log_probs[~first], every_row[~first])  # the 2nd mini-batch's: that pass itself
+    assert (result.log_ratio[first] == 0).all()  # and the 1st update's log-ratio is exactly 0 by construction
+
+
+def test_a_critic_warm_up_step_takes_every_old_log_prob_from_the_no_grad_pass(tmp_path):
+    from fipo_nb.train.step import log_probs
+
+    trainer = FIPOTrainer(smoke(tmp_path, "advantage_estimator=gae", "critic_warmup=2", "fipo.loss=dapo"),
+                          reward_fn=coin)
+    sampled = trainer.sample()
+    every_row = log_probs(trainer, sampled.batch.rollout)
+    result = trainer.step(sampled)  # step 1 < critic_warmup: the policy sits out, no policy forward with grad
+    assert result.metrics["critic/warmup"] == 1.0
+    assert torch.equal(result.old_log_probs, every_row)
 
 
 def test_dropout_in_the_attention_modules_is_switched_off(tmp_path):

@@ -4,8 +4,9 @@
     2. rollout            G sampled responses each (rollout.generate)                 collect.py
     3. reward             scores, DAPO's overlong shaping and overlong filtering      collect.py
     4. dynamic sampling   1-3 again until the batch has enough informative groups     collect.py
-    5. old log-probs      one no-grad pass of the training model (never the sampler's); with a
-                          critic (advantage_estimator="gae"), its values beside them
+    5. old log-probs      one no-grad pass of the training model (never the sampler's) over the rows
+                          of the 2nd mini-batch on; the 1st update's own forward gives its rows'
+                          (below); with a critic (advantage_estimator="gae"), its values beside them
     6. advantages         rewards normalised within each prompt's group (core.group_advantages),
                           or GAE over the critic's values (ppo.gae) and the critic's returns
     7. updates            for each mini-batch: [the critic: values -> ppo.value_loss -> step, then]
@@ -13,7 +14,10 @@
     8. record             metrics, traces, evaluation, checkpoint
 
 The first mini-batch of a rollout sees the policy that produced the old log-probs, so its
-Future-KL is 0 and FIPO equals DAPO there; FIPO re-weights tokens from the 2nd update on.
+Future-KL is 0 and FIPO equals DAPO there; FIPO re-weights tokens from the 2nd update on. Since
+the weights have not moved before that update, its forward pass *is* the old-log-prob pass of its
+rows: their old log-probs are taken from it (detached), so the log-ratio is exactly 0 there and
+the no-grad pass skips those rows (verl does the same when a rollout is one mini-batch: on_policy).
 
 Records pass between the stages: a `Batch` (stages 1-4), an `Experience` (5-6: what the updates
 consume, as tiny-grpo's), `StepProgress` (what the updates did so far) and, at the end, a
@@ -94,6 +98,7 @@ class StepProgress:
     sampled: SampledStep | None = None  # given to step(): trained on instead of sampling anew
     experience: Experience | None = None
     next_update: int = 0  # mini-batches done
+    old_pending: bool = False  # the 1st mini-batch's old log-probs are still to come from its update's forward
     weights: torch.Tensor | None = None  # [N, R] the influence weight each token got in its update
     future_kl: torch.Tensor | None = None  # [N, R] Future-KL at the moment of its update
     log_ratio: torch.Tensor | None = None  # [N, R] log pi_theta - log pi_old at that moment
@@ -107,10 +112,10 @@ class StepProgress:
     metrics: dict = field(default_factory=dict)  # from sampling
     times: dict = field(default_factory=dict)
 
-    def start(self, experience: Experience, metrics: dict, times: dict) -> None:
+    def start(self, experience: Experience, metrics: dict, times: dict, *, old_pending: bool = False) -> None:
         """Stages 1-6 are done: the updates can begin."""
         shape = experience.batch.rollout.response_ids.shape  # [N, R]
-        self.experience, self.metrics, self.times = experience, metrics, times
+        self.experience, self.metrics, self.times, self.old_pending = experience, metrics, times, old_pending
         self.weights, self.future_kl, self.log_ratio = torch.ones(shape), torch.zeros(shape), torch.zeros(shape)
         self.mini_batch = torch.zeros(shape[0], dtype=torch.long)
         self.in_loss = experience.loss_mask.any(dim=1)
@@ -151,8 +156,10 @@ def run_step(trainer: "Trainer", progress: StepProgress, safe_point: Callable[[s
         sampled = progress.sampled or trainer.sample()
         batch = sampled.batch
         started = time.perf_counter()
-        # 5. old log-probs, split into micro-batches as the updates split them
-        old_log_probs = log_probs(trainer, batch.rollout)  # [N, R]
+        # 5. old log-probs, split into micro-batches as the updates split them; the first mini-batch's
+        # come from its own update's forward (the weights have not moved yet) when that update will run
+        first_scores_itself = first_update_scores_itself(trainer, batch, step)
+        old_log_probs = log_probs(trainer, batch.rollout, skip_first=first_scores_itself)  # [N, R]
         times = {**sampled.times, "logprob_s": time.perf_counter() - started, "update_s": 0.0, "critic_s": 0.0}
         if trainer.critic is None:
             # 6. advantages: A_i = (R_i - mean_group(R)) / (std_group(R) + eps)
@@ -166,7 +173,7 @@ def run_step(trainer: "Trainer", progress: StepProgress, safe_point: Callable[[s
             advantages, returns = gae_targets(config, batch, values)  # [N, R] each
             experience = Experience(batch, batch.loss_mask, advantages, old_log_probs, values, returns)
             times["critic_s"] += time.perf_counter() - started
-        progress.start(experience, dict(sampled.metrics), times)
+        progress.start(experience, dict(sampled.metrics), times, old_pending=first_scores_itself)
         safe_point(f"step {step} sampled; its updates run on the next call")
 
     # 7. for each mini-batch, in order: log-probs -> core.policy_loss -> backward -> clip -> optimizer step
@@ -190,10 +197,16 @@ def run_step(trainer: "Trainer", progress: StepProgress, safe_point: Callable[[s
                 safe_point(f"step {step} stopped after update {progress.next_update}; the next call finishes it")
             continue
         started = time.perf_counter()
+        on_policy = index == 0 and progress.old_pending  # this forward gives the mini-batch's old log-probs
         gradient = accumulate_gradient(  # log-probs, policy_loss and backward of each micro-batch
             micro_batches, lambda micro: trainer.micro_log_probs(rollout.select(micro)), experience.old_log_probs,
             experience.advantages, experience.loss_mask, rollout.response_mask, config.fipo, params,
+            on_policy=on_policy,
         )
+        if on_policy:
+            if not gradient.finite:  # it stopped early: the rest of its rows from the no-grad pass (no step follows)
+                experience.old_log_probs[rows] = log_probs(trainer, rollout, skip_first=False, only_first=True)
+            progress.old_pending = False
         progress.loss_metrics.extend(gradient.metrics)
         progress.log_ratio[rows], progress.weights[rows], progress.future_kl[rows] = \
             gradient.log_ratio, gradient.weights, gradient.future_kl
@@ -328,15 +341,33 @@ def step_critic_metrics(trainer: "Trainer", experience: Experience, progress: St
     return metrics
 
 
-def log_probs(trainer: "Trainer", rollout: Rollout, rows: list[int] | None = None) -> torch.Tensor:
+def first_update_scores_itself(trainer: "Trainer", batch: Batch, step: int) -> bool:
+    """Whether the step's first policy update will run a forward over every row of its mini-batch from the
+    sampling-time weights, so that its log-probs can serve as their old ones: it trains the policy (not a
+    critic warm-up step) and has a token in the loss (else it returns before any forward)."""
+    config = trainer.config
+    if trainer.critic is not None and step < config.critic_warmup:
+        return False
+    first = micro_batch_ranges(len(batch.rollout), config.mini_batch_size * config.samples_per_prompt,
+                               config.micro_batch_size)[0]
+    return bool(batch.loss_mask[first[0].start: first[-1].stop].any())
+
+
+def log_probs(trainer: "Trainer", rollout: Rollout, rows: list[int] | None = None, *, skip_first: bool = False,
+              only_first: bool = False) -> torch.Tensor:
     """No-grad per-token log-probs ([n, R], 0 at padding) of `rows` as one mini-batch, or of every row
     split into mini- and micro-batches as the updates split them (so that both pad the same rows to
-    the same widths and the first mini-batch's log-ratio is exactly 0 on any device)."""
+    the same widths): all of them, all but the first mini-batch's (`skip_first`: its rows stay 0) or
+    the first mini-batch's alone (`only_first`: [rows of the first mini-batch, R])."""
     config = trainer.config
     if rows is None:
         rows = list(range(len(rollout)))
         parts = micro_batch_ranges(len(rows), config.mini_batch_size * config.samples_per_prompt,
                                    config.micro_batch_size)
+        if only_first:
+            rows, parts = rows[: parts[0][-1].stop], parts[:1]
+        elif skip_first:
+            parts = parts[1:]
     else:
         rows = list(rows)
         parts = micro_batch_ranges(len(rows), max(len(rows), 1), config.micro_batch_size)

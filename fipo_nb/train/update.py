@@ -11,8 +11,9 @@ rescaled once by tokens / kept, before clipping:
 
 which is the gradient of the paper's global token-mean, exactly, for any micro-batch split
 ("grpo" does the same with sequences). The old-log-prob pass and the updates split rows into
-micro-batches the same way (`micro_batch_ranges`), so the same rows are padded to the same
-widths in both and the first mini-batch's log-ratio is exactly 0 on any device.
+micro-batches the same way (`micro_batch_ranges`), so the same rows get the same layout in both;
+the first update's own forward is its rows' old-log-prob pass (`on_policy`), so its log-ratio is
+exactly 0 on any device.
 """
 
 from __future__ import annotations
@@ -67,9 +68,14 @@ def accumulate_gradient(
     response_mask: torch.Tensor,
     config: FIPOConfig,
     parameters: list[torch.nn.Parameter],
+    *,
+    on_policy: bool = False,
 ) -> MiniBatchGradient:
     """Backpropagate the mini-batch made of `micro_batches` into `parameters`' .grad (zeroed first).
 
+    on_policy: the weights are those that sampled the rows (the first update of a step): each
+    micro-batch's log-probs, detached, are its old log-probs, written into `old_log_probs` (their rows
+    there are not read), so the log-ratio is exactly 0 and no separate no-grad pass is needed.
     log_probs(rows) -> [n, r] log pi_theta of those rows' responses, with grad (r <= R).
     old_log_probs, loss_mask, response_mask: [N, R] for the whole rollout; advantages: [N], or [N, R] (GAE).
     On return the gradient is that of the token-mean over kept tokens (see the module doc);
@@ -93,6 +99,9 @@ def accumulate_gradient(
     for micro in micro_batches:
         new = log_probs(micro)  # [n, r] with grad
         r, device = new.shape[1], new.device
+        if on_policy:  # the old-log-prob pass of these rows is this very forward
+            old_log_probs[micro.start: micro.stop] = 0.0
+            old_log_probs[micro.start: micro.stop, :r] = new.detach().to(old_log_probs)
         old = old_log_probs[micro.start: micro.stop, :r].to(device)  # [n, r]
         mask = loss_mask[micro.start: micro.stop, :r].to(device)  # [n, r]
         advantage = advantages[micro.start: micro.stop]  # [n] per response, or [n, R] per token (GAE): to r
