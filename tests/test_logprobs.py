@@ -215,6 +215,33 @@ def test_checkpointed_chunks_keep_no_logits_for_backward():
     assert chunked < logits_bytes / 50
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+@pytest.mark.parametrize("bias", [False, True])
+def test_a_frozen_head_gives_the_gradient_in_its_forward_pass_and_keeps_no_logits(temperature, bias):
+    gen = torch.Generator().manual_seed(1)
+    rows, hidden_size, vocab = 300, 16, 4000
+    hidden = torch.randn(rows, hidden_size, generator=gen, dtype=torch.float64, requires_grad=True)  # [N, H]
+    head = torch.nn.Linear(hidden_size, vocab, bias=bias, dtype=torch.float64).requires_grad_(False)  # as under LoRA
+    targets = torch.randint(0, vocab, (rows,), generator=gen)  # [N]
+    weights = torch.randn(rows, generator=gen, dtype=torch.float64)  # d loss / d log p, one per token
+    naive = F.log_softmax(head(hidden) / temperature, -1).gather(-1, targets[:, None]).squeeze(-1)
+    (expected,) = torch.autograd.grad((naive * weights).sum(), hidden)
+    saved = 0
+
+    def pack(t):
+        nonlocal saved
+        saved += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fused = head_logprobs(hidden, head, targets, temperature=temperature, chunk_size=128)  # float32 out
+    (got,) = torch.autograd.grad((fused * weights.float()).sum(), hidden)
+    torch.testing.assert_close(fused, naive.float(), rtol=0, atol=1e-5)
+    # float64 through the head: the gradient is autograd's to float64 rounding (after the float32 log-probs)
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6 * expected.abs().max().item())
+    assert saved < rows * vocab * 4 / 50  # no chunk's logits are kept for backward
+
+
 # ---------------------------------------------------------------- generate() agreement
 
 

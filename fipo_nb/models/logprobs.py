@@ -3,9 +3,13 @@
 With Qwen's vocabulary (V = 151,936), float32 logits for 8 x 2048 tokens take 10 GB and their
 log_softmax another 10 GB. Only log p(target) is needed: log p = logit[target] - logsumexp(logits),
 so the output head runs on row chunks of the hidden states and each chunk's logits are dropped
-as soon as their gather and logsumexp are taken. Under autograd each chunk is checkpointed, so
-backward recomputes that chunk's logits instead of keeping all of them: peak memory is about
-one chunk of logits in forward and backward alike (benchmarks/logprobs.py measures it).
+as soon as their gather and logsumexp are taken. Under autograd, a frozen linear head (LoRA,
+QLoRA: the head is not trained) gets its gradient with respect to the hidden states in the same
+pass: d log p / d h = (onehot - softmax) W / temperature is one more product with W, taken while
+the chunk's logits are at hand, and backward only scales it by the incoming gradient, so no
+logits are kept and none are computed again. A head with trainable weights is checkpointed
+instead: backward recomputes that chunk's logits. Either way peak memory is about one chunk of
+logits (benchmarks/logprobs.py measures it).
 
 This module never calls model.eval() or model.train(): callers decide the mode (bitsandbytes
 4-bit on CPU breaks after an eval-mode no-grad forward, so the trainer stays in train mode).
@@ -51,6 +55,35 @@ def _chunk_logprobs(hidden: Tensor, targets: Tensor, head: nn.Module, temperatur
     return selective_log_softmax(logits, targets)  # [c]
 
 
+class _FrozenHeadLogProbs(torch.autograd.Function):
+    """log softmax(hidden W^T + b) / temperature)[target] for a frozen linear head, [c, H] -> [c] float32.
+    The forward pass also computes d out / d hidden = (onehot - softmax) W / temperature ([c, H]), the only
+    thing backward needs: the same value autograd computes, with its products in another order."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, temperature):
+        logits = F.linear(hidden, weight, bias).float()  # [c, V], as the head module computes it
+        if temperature != 1.0:
+            logits = logits / temperature
+        picked = logits.gather(-1, targets[:, None]).squeeze(-1)  # [c]
+        lse = torch.logsumexp(logits, dim=-1)  # [c]
+        probs = logits.sub_(lse[:, None]).exp_()  # [c, V] softmax, in the logits' memory
+        probs.scatter_add_(-1, targets[:, None], probs.new_full((len(targets), 1), -1.0))  # softmax - onehot
+        if temperature != 1.0:
+            probs.div_(temperature)
+        ctx.save_for_backward(-(probs.to(weight.dtype) @ weight))  # [c, H] (onehot - softmax) W / temperature
+        return picked - lse
+
+    @staticmethod
+    def backward(ctx, grad):
+        (jacobian,) = ctx.saved_tensors
+        return grad[:, None].to(jacobian.dtype) * jacobian, None, None, None, None
+
+
+def _frozen_linear(head: nn.Module) -> bool:
+    return type(head) is nn.Linear and not any(p.requires_grad for p in head.parameters())
+
+
 def head_logprobs(
     hidden: Tensor,
     head: nn.Module,
@@ -63,17 +96,22 @@ def head_logprobs(
     """log softmax(head(hidden) / temperature)[target] in float32. [..., H], [...] -> [...].
 
     Rows are flattened and sent through `head` `chunk_size` at a time. With grad enabled and
-    `checkpoint`, each chunk is wrapped in torch.utils.checkpoint (non-reentrant), so only its
-    inputs are kept and backward recomputes its logits.
+    `checkpoint`, each chunk of a frozen nn.Linear head computes its gradient with respect to the
+    hidden states as it goes (`_FrozenHeadLogProbs`: the same log-probs, and the same gradients up to
+    float rounding); any other head is wrapped in torch.utils.checkpoint (non-reentrant), so only
+    its inputs are kept and backward recomputes its logits.
     """
     if chunk_size < 1:
         raise ValueError(f"head_logprobs: chunk_size must be >= 1; got {chunk_size}")
     flat_hidden = hidden.reshape(-1, hidden.shape[-1])  # [N, H]
     flat_targets = targets.reshape(-1)  # [N]
     use_checkpoint = checkpoint and torch.is_grad_enabled()
+    fused = use_checkpoint and flat_hidden.requires_grad and _frozen_linear(head)
     out = []
     for h, t in zip(flat_hidden.split(chunk_size), flat_targets.split(chunk_size)):
-        if use_checkpoint:
+        if fused:
+            out.append(_FrozenHeadLogProbs.apply(h, head.weight, head.bias, t, temperature))  # [c]
+        elif use_checkpoint:
             out.append(_checkpoint(_chunk_logprobs, h, t, head, temperature, use_reentrant=False))  # [c]
         else:
             out.append(_chunk_logprobs(h, t, head, temperature))  # [c]
