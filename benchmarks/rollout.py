@@ -16,6 +16,9 @@ last line compares times; where they are not (or for generate_batch) compare tim
 Public API only (fipo_nb.rollout).
 
     .venv/bin/python benchmarks/rollout.py [--model smollm2-135m-instruct] [--mode lora] [--repeats 3] [--quick]
+
+It runs itself once at torch's default thread count and once at 1 thread (benchmarks/threads.py);
+`--threads default` or `--threads 1` measures in this process only.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import statistics
 import time
 
 import torch
+
+from threads import CHOICES, each_thread_count  # benchmarks/threads.py
 
 from fipo_nb.models import load_policy
 from fipo_nb.presets import get_preset
@@ -53,7 +58,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-continuous", action="store_true", help="skip transformers' generate_batch (slow on CPU)")
     parser.add_argument("--quick", action="store_true", help="smallest setting (seconds): the tiny random Qwen2")
+    parser.add_argument("--threads", choices=CHOICES, help="measure in this process only, at these threads "
+                        "(default: once at torch's default and once at 1 thread, a process each)")
     args = parser.parse_args()
+    if not each_thread_count(args.threads):
+        return
     if args.quick:
         args.model, args.prompts, args.samples, args.max_new_tokens, args.repeats = "tiny-qwen2", 2, 3, 12, 1
         args.no_continuous = True

@@ -7,6 +7,9 @@ and the medians of the training part are compared. The rollout's generation time
 too: a full step is generation + this. Public API only.
 
     .venv/bin/python benchmarks/train_step.py [--model smollm2-135m-instruct] [--repeats 5] [--quick]
+
+It runs itself once at torch's default thread count and once at 1 thread (benchmarks/threads.py);
+`--threads default` or `--threads 1` measures in this process only.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import statistics
 import tempfile
 
 import torch
+
+from threads import CHOICES, each_thread_count  # benchmarks/threads.py
 
 from fipo_nb.presets import apply_overrides, get_preset
 from fipo_nb.trainer import FIPOTrainer
@@ -30,7 +35,11 @@ def main() -> None:
     parser.add_argument("--response-length", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="smallest setting (seconds): the tiny random model")
+    parser.add_argument("--threads", choices=CHOICES, help="measure in this process only, at these threads "
+                        "(default: once at torch's default and once at 1 thread, a process each)")
     args = parser.parse_args()
+    if not each_thread_count(args.threads):
+        return
     if args.quick:
         args.model, args.prompts, args.samples, args.response_length, args.repeats = "tiny-qwen2", 2, 2, 16, 1
     with tempfile.TemporaryDirectory(prefix="fipo_nb_bench_train_step_") as out_dir:

@@ -67,6 +67,7 @@ import torch
 
 from fipo_nb.presets import apply_overrides, get_preset
 from logprobs import proc_status_kib  # benchmarks/logprobs.py (this script's folder is on sys.path)
+from threads import child_environment  # benchmarks/threads.py
 from fipo_nb.rewards import MathReward, RewardResult
 from fipo_nb.rollout import eos_token_ids
 from fipo_nb.trainer import FIPOTrainer
@@ -101,13 +102,6 @@ def main() -> None:
 
 
 # ------------------------------------------------------------------ thread counts, one process each
-
-
-def child_environment(threads: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    if threads == "1":
-        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    return env
 
 
 def run_child(args, threads: str, folder: Path) -> dict:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-BENCHMARKS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py"))
+HELPERS = {"threads.py"}  # imported by the benchmarks, not one itself
+BENCHMARKS = sorted(p for p in (Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py") if p.name not in HELPERS)
 
 
 def test_there_are_benchmarks():
@@ -38,6 +39,8 @@ def test_benchmark_runs_quick(script, tmp_path):
     assert re.search(RESULT[script.name], proc.stdout), f"{script.name} --quick did not print its result:\n{proc.stdout}"
     if script.name == "vs_trl.py":
         assert_equal_work(proc.stdout)
+    if script.name in ("train_step.py", "rollout.py"):  # once at torch's default, once at 1 thread
+        assert len(re.findall(r"^=== (torch default|1) thread\(s\), load", proc.stdout, re.MULTILINE)) == 2, proc.stdout
 
 
 def assert_equal_work(stdout: str) -> None:
