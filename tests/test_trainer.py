@@ -339,3 +339,39 @@ def test_steps_where_every_group_scored_alike_are_named():
                            {"step": 3, "groups/all_equal_frac": 1.0}])
     assert note.startswith("note: at step(s) 1, 3 every group's responses scored alike") and "dynamic_sampling" in note
     assert no_signal_note([{"step": 1, "groups/all_equal_frac": 0.75}]) is None
+
+
+@pytest.mark.parametrize("micro", [16, 6])
+def test_the_first_updates_gradient_is_the_objectives_computed_the_plain_way(tmp_path, micro):
+    # every speed path of a step (packing, shared prompts, the first update's forward as its old log-probs, the
+    # frozen head's gradient in its forward) against the objective computed the plain way: full logits of the
+    # padded rows (naive_token_logprobs), a separate no-grad pass for the old log-probs, autograd for the rest
+    from fipo_nb.core import group_advantages, policy_loss
+    from fipo_nb.models.logprobs import naive_token_logprobs
+
+    config = smoke(tmp_path, f"micro_batch_size={micro}", "grad_clip=0")
+    trainer = FIPOTrainer(config, reward_fn=coin)
+    sampled = trainer.sample()
+    batch, rollout, model = sampled.batch, sampled.batch.rollout, trainer.policy.model
+    params = trainer.policy.trainable_parameters()
+    first = slice(0, config.mini_batch_size * config.samples_per_prompt)
+    ids = torch.cat([rollout.prompt_ids, rollout.response_ids], dim=1)[first]
+    attention = torch.cat([rollout.prompt_mask, rollout.response_mask], dim=1).long()[first]
+
+    def plain():
+        return naive_token_logprobs(model, ids, attention, rollout.prompt_ids.shape[1], temperature=config.temperature)
+
+    with torch.no_grad():
+        old = plain()
+    mask = batch.loss_mask[first]
+    out = policy_loss(plain(), old, group_advantages(batch.rewards, config.samples_per_prompt)[first], mask, config.fipo,
+                      num_tokens=int(mask.sum()), num_sequences=int(mask.any(dim=1).sum()))
+    expected = torch.autograd.grad(out.loss, params)
+    expected = torch.cat([g.flatten() for g in expected])
+    applied = []
+    trainer.optimizer.register_step_pre_hook(
+        lambda opt, args, kwargs: applied.append(torch.cat([p.grad.flatten() for p in params])))
+    trainer.step(sampled)
+    eps = torch.finfo(torch.float32).eps  # float32 sums in other orders: ~1000 epsilons of the scale at most
+    torch.testing.assert_close(applied[0], expected, rtol=0, atol=1000 * eps * expected.abs().max().item())
+    assert expected.abs().max() > 0
