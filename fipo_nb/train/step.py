@@ -40,6 +40,7 @@ from ..core import future_kl, group_advantages
 from ..ppo import critic_metrics, gae, length_adaptive_lambda
 from ..rollout import Rollout
 from .collect import Batch
+from .heap import release_freed_memory
 from .metrics import merge_loss_metrics, rollout_metrics
 from .update import accumulate_gradient, micro_batch_ranges, optimizer_step, value_update
 
@@ -153,9 +154,11 @@ def run_step(trainer: "Trainer", progress: StepProgress, safe_point: Callable[[s
     step = trainer.step_count + 1  # becomes the trainer's count only once everything fallible is done
     if progress.experience is None:
         # 1-4. data -> rollout -> reward (overlong shaping and filtering) -> dynamic sampling
+        release_freed_memory()  # each stage runs on memory fresh from the system (heap.py)
         sampled = progress.sampled or trainer.sample()
         batch = sampled.batch
         started = time.perf_counter()
+        release_freed_memory()
         # 5. old log-probs, split into micro-batches as the updates split them; the first mini-batch's
         # come from its own update's forward (the weights have not moved yet) when that update will run
         first_scores_itself = first_update_scores_itself(trainer, batch, step)
