@@ -41,8 +41,9 @@ malloc_trim), which slows allocation, so its times are shown but not counted.
 
 The measurement runs in a child process per thread count: at torch's default (OMP_NUM_THREADS
 unset) and, where that is more, at 1 thread (OMP_NUM_THREADS=1, torch.set_num_threads(1)), each printing the
-1-minute load average before and after it, since other work on the machine slows every side but not
-alike. The last line is the median, over the timed rounds, of the fixed mode's step-time ratio TRL
+1-minute load average before it and, in the summary, the cores other processes kept busy during it
+(the machine's CPU time less this benchmark's, over the wall time), since other work on the machine
+slows every side but not alike. The last line is the median, over the timed rounds, of the fixed mode's step-time ratio TRL
 dapo / fipo_nb fipo, at each thread count.
 
     .venv/bin/python benchmarks/vs_trl.py [--rounds 3] [--quick]       # needs `pip install fipo_nb[trl]`
@@ -67,7 +68,7 @@ import torch
 
 from fipo_nb.presets import apply_overrides, get_preset
 from logprobs import proc_status_kib  # benchmarks/logprobs.py (this script's folder is on sys.path)
-from threads import child_environment  # benchmarks/threads.py
+from threads import OtherWork, child_environment  # benchmarks/threads.py
 from fipo_nb.rewards import MathReward, RewardResult
 from fipo_nb.rollout import eos_token_ids
 from fipo_nb.trainer import FIPOTrainer
@@ -109,8 +110,9 @@ def run_child(args, threads: str, folder: Path) -> dict:
     command = [sys.executable, __file__, "--threads", threads, "--rounds", str(args.rounds), "--summary",
                str(summary_path)] + (["--quick"] if args.quick else [])
     print(f"\n=== {'torch default' if threads == 'default' else '1'} thread(s): {' '.join(command[1:4])}", flush=True)
-    subprocess.run(command, env=child_environment(threads), check=True)  # its output goes straight to ours
-    return json.loads(summary_path.read_text())
+    with OtherWork() as other:
+        subprocess.run(command, env=child_environment(threads), check=True)  # its output goes straight to ours
+    return {**json.loads(summary_path.read_text()), "other": other.cores}
 
 
 def compare_thread_counts(args) -> None:
@@ -120,19 +122,20 @@ def compare_thread_counts(args) -> None:
             summaries.append(run_child(args, "1", Path(folder)))
     print("\n=== summary: step-time ratio TRL dapo / fipo_nb (above 1: fipo_nb is faster), medians of the timed "
           "rounds; step memory fipo_nb / TRL dapo")
-    print(f"{'threads':>7} {'load before':>11} {'load after':>10} {'fixed fipo':>10} {'fixed dapo':>10} "
+    print(f"{'threads':>7} {'load before':>11} {'others':>6} {'fixed fipo':>10} {'fixed dapo':>10} "
           f"{'natural fipo':>12} {'natural dapo':>12} {'memory fipo':>11}")
     for s in summaries:
         r = s["ratios"]
-        print(f"{s['threads']:>7} {s['load'][0]:>11.2f} {s['load'][1]:>10.2f} {r['fixed'][HEADLINE]:>9.2f}x "
+        print(f"{s['threads']:>7} {s['load'][0]:>11.2f} {s['other']:>6.2f} {r['fixed'][HEADLINE]:>9.2f}x "
               f"{r['fixed']['fipo_nb dapo']:>9.2f}x {r['natural'][HEADLINE]:>11.2f}x "
               f"{r['natural']['fipo_nb dapo']:>11.2f}x {s['memory'][HEADLINE]:>10.2f}x")
     parts = [f"{s['ratios']['fixed'][HEADLINE]:.2f}x at {s['threads']} thread{'s' * (s['threads'] > 1)}"
              f"{' (torch default)' if i == 0 else ''}" for i, s in enumerate(summaries)]
-    busiest, cores = max(max(s["load"]) for s in summaries), os.cpu_count() or 1
-    if busiest >= cores:
-        print(f"note: load up to {busiest:.2f} on {cores} cores: other work competed for the CPUs (at more than one "
-              f"thread a process then waits for its descheduled threads); read the per-round rows")
+    busiest, cores = max(s["other"] for s in summaries), os.cpu_count() or 1
+    print(f"others: cores other processes kept busy, on average, during each measurement (of {cores})")
+    if busiest >= 0.25:
+        print(f"note: other processes kept up to {busiest:.2f} cores busy: they competed for the CPUs (at more than "
+              f"one thread a process then waits for its descheduled threads); read the per-round rows")
     print(f"speed-up over TRL: {', '.join(parts)} (fipo_nb fipo vs TRL dapo, step time, equal work: "
           f"fixed-length responses)")
 

@@ -8,6 +8,7 @@
     interrupts.py   Ctrl-C that waits for a safe point
     runlog.py       metrics.jsonl / eval.jsonl and the terminal table
     evaluation.py   avg@k / pass@k on held-out problems
+    heap.py         freed heap pages back to the system between a step's stages
 
 Importing this package loads nothing heavy: `from fipo_nb.train.trainer import FIPOTrainer`.
 """
