@@ -81,7 +81,13 @@ class _FrozenHeadLogProbs(torch.autograd.Function):
 
 
 def _frozen_linear(head: nn.Module) -> bool:
-    return type(head) is nn.Linear and not any(p.requires_grad for p in head.parameters())
+    """A plain nn.Linear whose weights are not trained and whose forward nothing hooks into (a hook must run, and
+    autograd must see what it does: such a head takes the checkpointed path)."""
+    from torch.nn.modules import module as _module
+
+    hooked = (head._forward_hooks or head._forward_pre_hooks or _module._global_forward_hooks
+              or _module._global_forward_pre_hooks)
+    return type(head) is nn.Linear and not hooked and not any(p.requires_grad for p in head.parameters())
 
 
 def head_logprobs(
