@@ -71,6 +71,7 @@ from logprobs import proc_status_kib  # benchmarks/logprobs.py (this script's fo
 from threads import OtherWork, child_environment  # benchmarks/threads.py
 from fipo_nb.rewards import MathReward, RewardResult
 from fipo_nb.rollout import eos_token_ids
+from fipo_nb.train.heap import release_freed_memory
 from fipo_nb.trainer import FIPOTrainer
 
 LORA_TARGETS = "all-linear"
@@ -151,9 +152,8 @@ def return_freed_memory() -> None:
     glibc otherwise raises the threshold as it goes and keeps them), freed heap trimmed."""
     import ctypes
 
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD, fixed: no dynamic adjustment
-    libc.malloc_trim(0)
+    ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD, fixed: no dynamic adjustment
+    release_freed_memory()  # glibc's malloc_trim(0), as a training step does
 
 
 def reset_peak_memory() -> None:

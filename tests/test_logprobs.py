@@ -4,6 +4,7 @@ what generate() sampled with. Real tiny transformers models, built from configs 
 from __future__ import annotations
 
 import doctest
+from contextlib import contextmanager
 
 import peft
 import pytest
@@ -188,6 +189,19 @@ def test_peft_model_scores_with_its_adapter():
     assert (adapted[keep] - base[keep]).abs().max() > 1e-3  # get_decoder() kept the LoRA layers
 
 
+@contextmanager
+def saved_tensor_bytes():
+    """Counts the bytes autograd saves for backward inside the block: yields {"bytes": n}."""
+    saved = {"bytes": 0}
+
+    def pack(t):
+        saved["bytes"] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield saved
+
+
 def test_checkpointed_chunks_keep_no_logits_for_backward():
     # bytes autograd saves for backward: naive keeps [N, V] log-probs, chunked only its inputs
     gen = torch.Generator().manual_seed(0)
@@ -197,16 +211,9 @@ def test_checkpointed_chunks_keep_no_logits_for_backward():
     targets = torch.randint(0, vocab, (rows,), generator=gen)  # [N]
 
     def saved_bytes(fn):
-        total = 0
-
-        def pack(t):
-            nonlocal total
-            total += t.numel() * t.element_size()
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with saved_tensor_bytes() as saved:
             fn().sum().backward()
-        return total
+        return saved["bytes"]
 
     logits_bytes = rows * vocab * 4
     naive = saved_bytes(lambda: F.log_softmax(head(hidden), -1).gather(-1, targets[:, None]))
@@ -226,20 +233,13 @@ def test_a_frozen_head_gives_the_gradient_in_its_forward_pass_and_keeps_no_logit
     weights = torch.randn(rows, generator=gen, dtype=torch.float64)  # d loss / d log p, one per token
     naive = F.log_softmax(head(hidden) / temperature, -1).gather(-1, targets[:, None]).squeeze(-1)
     (expected,) = torch.autograd.grad((naive * weights).sum(), hidden)
-    saved = 0
-
-    def pack(t):
-        nonlocal saved
-        saved += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with saved_tensor_bytes() as saved:
         fused = head_logprobs(hidden, head, targets, temperature=temperature, chunk_size=128)  # float32 out
     (got,) = torch.autograd.grad((fused * weights.float()).sum(), hidden)
     torch.testing.assert_close(fused, naive.float(), rtol=0, atol=1e-5)
     # float64 through the head: the gradient is autograd's to float64 rounding (after the float32 log-probs)
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6 * expected.abs().max().item())
-    assert saved < rows * vocab * 4 / 50  # no chunk's logits are kept for backward
+    assert saved["bytes"] < rows * vocab * 4 / 50  # no chunk's logits are kept for backward
 
 
 # ---------------------------------------------------------------- generate() agreement

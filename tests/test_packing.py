@@ -73,19 +73,27 @@ def test_a_model_that_ignores_packing_gets_the_padded_layout(monkeypatch):
         assert torch.equal(response_logprobs(policy.model, *args, pad_id=0, pack=True), padded)
 
 
-def test_a_packed_step_equals_a_padded_step_and_its_first_update_is_on_policy(tmp_path):
+def steps_with_and_without(tmp_path, setting: str, micro_batch_size: int):
+    """One cpu-smoke step with `setting` on and one with it off, from the same seed: (on, off)."""
     results = {}
-    for pack in (True, False):
-        config = apply_overrides(get_preset("cpu-smoke"), [f"output_dir={tmp_path / str(pack)}",
-                                                           f"pack_sequences={pack}", "micro_batch_size=5"])
-        results[pack] = FIPOTrainer(config, reward_fn=lambda p, r, s: float(sum(map(ord, r)) % 2)).step()
-    packed, padded = results[True], results[False]
-    assert torch.equal(packed.rollout.response_ids, padded.rollout.response_ids)  # sampling is untouched
-    mask = packed.rollout.response_mask
-    torch.testing.assert_close(packed.old_log_probs[mask], padded.old_log_probs[mask], rtol=0, atol=1e-5)
-    first = packed.mini_batch == 0
-    assert (packed.log_ratio[first] == 0).all()  # old log-probs and the 1st update pack the same micro-batches
-    torch.testing.assert_close(packed.weights, padded.weights, rtol=0, atol=1e-4)
+    for on in (True, False):
+        config = apply_overrides(get_preset("cpu-smoke"), [f"output_dir={tmp_path / str(on)}", f"{setting}={on}",
+                                                           f"micro_batch_size={micro_batch_size}"])
+        results[on] = FIPOTrainer(config, reward_fn=lambda p, r, s: float(sum(map(ord, r)) % 2)).step()
+    return results[True], results[False]
+
+
+def assert_the_same_step(on, off) -> None:
+    """The same samples, old log-probs to float rounding, a first update exactly on-policy, the same weights."""
+    assert torch.equal(on.rollout.response_ids, off.rollout.response_ids)  # sampling is untouched
+    mask = on.rollout.response_mask
+    torch.testing.assert_close(on.old_log_probs[mask], off.old_log_probs[mask], rtol=0, atol=1e-5)
+    assert (on.log_ratio[on.mini_batch == 0] == 0).all()  # the 1st update's forward gives its old log-probs
+    torch.testing.assert_close(on.weights, off.weights, rtol=0, atol=1e-4)
+
+
+def test_a_packed_step_equals_a_padded_step_and_its_first_update_is_on_policy(tmp_path):
+    assert_the_same_step(*steps_with_and_without(tmp_path, "pack_sequences", 5))
 
 
 def test_rows_with_the_same_prompt_share_it_in_one_segment():
@@ -171,17 +179,8 @@ def test_the_shared_layout_is_taken_where_it_computes_less():
 
 
 def test_a_step_with_shared_prompts_equals_one_without(tmp_path):
-    results = {}
-    for share in (True, False):
-        config = apply_overrides(get_preset("cpu-smoke"), [f"output_dir={tmp_path / str(share)}",
-                                                           f"share_prompts={share}", "micro_batch_size=8"])
-        results[share] = FIPOTrainer(config, reward_fn=lambda p, r, s: float(sum(map(ord, r)) % 2)).step()
-    shared, plain = results[True], results[False]
-    assert torch.equal(shared.rollout.response_ids, plain.rollout.response_ids)  # sampling is untouched
-    mask = shared.rollout.response_mask
-    torch.testing.assert_close(shared.old_log_probs[mask], plain.old_log_probs[mask], rtol=0, atol=1e-5)
-    assert (shared.log_ratio[shared.mini_batch == 0] == 0).all()  # both passes share the same micro-batches alike
-    torch.testing.assert_close(shared.weights, plain.weights, rtol=0, atol=1e-4)
+    shared, plain = steps_with_and_without(tmp_path, "share_prompts", 8)
+    assert_the_same_step(shared, plain)
     torch.testing.assert_close(shared.log_ratio, plain.log_ratio, rtol=0, atol=1e-4)
 
 
