@@ -113,6 +113,36 @@ def test_selective_log_softmax_returns_float32_for_bfloat16_logits():
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("rows, vocab", [(2, 7), (5, 1000), (64, 49152)])
+def test_logsumexp_in_place_equals_torch_logsumexp_bit_for_bit(rows, vocab):
+    gen = torch.Generator().manual_seed(rows)
+    logits = 8 * torch.randn(rows, vocab, generator=gen)  # [rows, V]
+    logits[:, :3] = float("-inf")  # suppressed tokens (the benchmark's stop tokens, top-k)
+    logits[0] = float("-inf")  # a row with nothing left: -inf, as torch gives
+    expected = torch.logsumexp(logits, dim=-1)
+    work = logits.clone()
+    got = fipo_nb.models.logprobs._logsumexp_(work)
+    assert torch.equal(got, expected)
+    assert not torch.equal(work[1:], logits[1:])  # it did run in the tensor's own memory
+    targets = torch.randint(3, vocab, (rows,), generator=gen)  # [rows]
+    # bit for bit, the all -inf row's nan included
+    torch.testing.assert_close(selective_log_softmax(logits.clone(), targets, overwrite=True),
+                               selective_log_softmax(logits, targets), rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_no_grad_head_logprobs_equal_the_plain_formula_bit_for_bit(temperature):
+    # the no-grad pass divides and takes logsumexp in the logits' own memory: the same float32 values
+    torch.manual_seed(0)
+    head = torch.nn.Linear(32, 300, bias=False)
+    hidden = torch.randn(3, 11, 32)  # [B, R, H]
+    targets = torch.randint(0, 300, (3, 11))  # [B, R]
+    with torch.no_grad():
+        plain = selective_log_softmax(head(hidden).float() / temperature, targets)
+        got = head_logprobs(hidden, head, targets, temperature=temperature)  # one chunk: the same product
+    assert torch.equal(got, plain)
+
+
 # ---------------------------------------------------------------- token_logprobs vs naive
 
 

@@ -7,6 +7,7 @@
     tokens.py      token_pieces: the exact text each token adds
     logprobs.py    per-token log-probs without the [B, T, V] log-softmax
     packing.py     the same, with rows laid end to end (no padding computed)
+    lora_forward.py  peft's LoRA layers computed with fewer full-width tensors, bit for bit (during a step)
 """
 
 from .assets import cache_dir

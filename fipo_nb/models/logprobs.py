@@ -17,6 +17,8 @@ This module never calls model.eval() or model.train(): callers decide the mode (
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -27,32 +29,51 @@ __all__ = ["head_logprobs", "naive_token_logprobs", "selective_log_softmax", "to
 SOFTMAX_CHUNK = 256  # rows per logsumexp: its [rows, V] temporaries stay ~150 MB at Qwen's V
 
 
-def selective_log_softmax(logits: Tensor, targets: Tensor, *, chunk_size: int = SOFTMAX_CHUNK) -> Tensor:
+def selective_log_softmax(logits: Tensor, targets: Tensor, *, chunk_size: int = SOFTMAX_CHUNK,
+                          overwrite: bool = False) -> Tensor:
     """log softmax(logits)[target] in float32, row chunk by row chunk. [..., V], [...] -> [...].
 
     gather(target) - logsumexp: never builds a log_softmax copy of `logits`, and the float32
-    cast and logsumexp temporaries cover `chunk_size` rows at a time.
+    cast and logsumexp temporaries cover `chunk_size` rows at a time. `overwrite`: the caller hands
+    `logits` over (float32, no autograd), and logsumexp runs in its memory (`_logsumexp_`).
 
     >>> selective_log_softmax(torch.tensor([[0.0, 0.0]]), torch.tensor([1]))  # log(1/2)
     tensor([-0.6931])
     """
     if logits.shape[:-1] != targets.shape:
         raise ValueError(f"logits [..., V] and targets [...] disagree: {tuple(logits.shape)} vs {tuple(targets.shape)}")
+    overwrite = overwrite and logits.dtype == torch.float32 and not (logits.requires_grad and torch.is_grad_enabled())
     rows = logits.reshape(-1, logits.shape[-1])  # [N, V], a view when logits are contiguous
     index = targets.reshape(-1, 1).long()  # [N, 1]
     picked = []
     for chunk, target in zip(rows.split(chunk_size), index.split(chunk_size)):
         chunk = chunk.float()  # [c, V] float32 (no copy when already float32)
-        picked.append(chunk.gather(-1, target).squeeze(-1) - torch.logsumexp(chunk, dim=-1))  # [c]
+        lse = _logsumexp_ if overwrite else functools.partial(torch.logsumexp, dim=-1)
+        picked.append(chunk.gather(-1, target).squeeze(-1) - lse(chunk))  # [c] (gather first: lse may overwrite)
     out = torch.cat(picked) if picked else rows.new_zeros(0, dtype=torch.float32)  # [N]
     return out.view(targets.shape)
 
 
+def _logsumexp_(logits: Tensor) -> Tensor:
+    """torch.logsumexp(logits, dim=-1) ([c, V] -> [c]) computed in `logits`' own memory, which it overwrites:
+    torch's own steps (the row max, an infinite max taken as 0, exp of the difference, sum, log, plus the max),
+    so the same float32 values bit for bit (tests/test_logprobs.py) without a [c, V] temporary. On the CPU
+    each such temporary is fresh memory from the system (~100 MB for 512 rows of a 49k vocabulary)."""
+    top = logits.amax(dim=-1, keepdim=True)  # [c, 1]
+    top.masked_fill_(top.abs() == float("inf"), 0.0)
+    total = logits.sub_(top).exp_().sum(dim=-1)  # [c]
+    return total.log_().add_(top.squeeze(-1))
+
+
 def _chunk_logprobs(hidden: Tensor, targets: Tensor, head: nn.Module, temperature: float) -> Tensor:
-    logits = head(hidden).float()  # [c, V]
-    if temperature != 1.0:
-        logits = logits / temperature  # as verl: sample and score at the same temperature
-    return selective_log_softmax(logits, targets)  # [c]
+    own = not torch.is_grad_enabled() and _unhooked_linear(head)  # the head's output is this function's alone
+    logits = F.linear(hidden, head.weight, head.bias) if own else head(hidden)  # [c, V], what head(hidden) gives
+    own = own or logits.dtype != torch.float32  # .float() below makes a copy
+    logits = logits.float()
+    if temperature != 1.0:  # as verl: sample and score at the same temperature
+        logits = logits.div_(temperature) if own and not torch.is_grad_enabled() else logits / temperature
+        own = True
+    return selective_log_softmax(logits, targets, overwrite=own and not torch.is_grad_enabled())  # [c]
 
 
 class _FrozenHeadLogProbs(torch.autograd.Function):
@@ -64,7 +85,7 @@ class _FrozenHeadLogProbs(torch.autograd.Function):
     def forward(ctx, hidden, weight, bias, targets, temperature):
         logits = F.linear(hidden, weight, bias).float()  # [c, V], as the head module computes it
         if temperature != 1.0:
-            logits = logits / temperature
+            logits.div_(temperature)  # its own memory: the same values as logits / temperature
         picked = logits.gather(-1, targets[:, None]).squeeze(-1)  # [c]
         lse = torch.logsumexp(logits, dim=-1)  # [c]
         probs = logits.sub_(lse[:, None]).exp_()  # [c, V] softmax, in the logits' memory
@@ -80,14 +101,19 @@ class _FrozenHeadLogProbs(torch.autograd.Function):
         return grad[:, None].to(jacobian.dtype) * jacobian, None, None, None, None
 
 
-def _frozen_linear(head: nn.Module) -> bool:
-    """A plain nn.Linear whose weights are not trained and whose forward nothing hooks into (a hook must run, and
-    autograd must see what it does: such a head takes the checkpointed path)."""
+def _unhooked_linear(head: nn.Module) -> bool:
+    """A plain nn.Linear whose forward nothing hooks into: F.linear with its weights is what calling it does."""
     from torch.nn.modules import module as _module
 
     hooked = (head._forward_hooks or head._forward_pre_hooks or _module._global_forward_hooks
               or _module._global_forward_pre_hooks)
-    return type(head) is nn.Linear and not hooked and not any(p.requires_grad for p in head.parameters())
+    return type(head) is nn.Linear and not hooked
+
+
+def _frozen_linear(head: nn.Module) -> bool:
+    """A plain nn.Linear whose weights are not trained and whose forward nothing hooks into (a hook must run, and
+    autograd must see what it does: such a head takes the checkpointed path)."""
+    return _unhooked_linear(head) and not any(p.requires_grad for p in head.parameters())
 
 
 def head_logprobs(

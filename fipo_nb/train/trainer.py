@@ -25,6 +25,7 @@ from ..config import TrainConfig
 from ..data import PromptSampler, config_problems
 from ..models import Policy, load_policy, switch_off_dropout
 from ..models.critic import Critic
+from ..models.lora_forward import lean_lora
 from ..models.packing import response_logprobs
 from ..rewards import MathReward
 from ..rewards.workers import RewardPool
@@ -134,7 +135,7 @@ class FIPOTrainer:
         them; `step(sampled)` trains on them (e.g. each loss on one rollout). Advances the data order
         as a step does."""
         config = self.config
-        with self._workers():
+        with self._workers(), lean_lora(self.policy.model):
             batch, metrics, times = sample_batch(
                 self.policy, self.sampler, self.reward_fn, config, pad_id=pad_token_id(self.policy.tokenizer),
                 seed=config.seed * 1_000_003 + self.step_count * 1_009,  # sampling is reproducible per step
@@ -151,7 +152,7 @@ class FIPOTrainer:
         """
         if sampled is not None and self._progress is not None:
             raise RuntimeError("step(sampled): a step is half done; call step() to finish it first")
-        with self._workers(), self.interrupt:
+        with self._workers(), self.interrupt, lean_lora(self.policy.model):  # peft's LoRA maths, leaner (bit for bit)
             return self._run(sampled)
 
     def _run(self, sampled: SampledStep | None = None) -> StepResult:
